@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .model import Direction, Finding, Severity
 
-I, W, E = Severity.INFO, Severity.WARNING, Severity.ERROR
+I, W, E = Severity.INFO, Severity.WARNING, Severity.ERROR  # noqa: E741 - table brevity
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,10 @@ _ENTRIES: list[Entry] = [
     Entry("capture_timestamps_out_of_order", I, "heuristic",
           "Packet timestamps go backwards in the file (a merged or multi-queue capture).",
           ""),
+    Entry("capture_unknown_interface", W, "draft-ietf-opsawg-pcapng §4.2",
+          "A pcapng packet block refers to an interface that no Interface Description "
+          "Block of its section describes, so its link type is unknown; it was skipped.",
+          "Re-save the capture with Wireshark or editcap; check how the file was merged."),
     # --- TCP (tcp.py) ---
     Entry("tcp_gap", W, "RFC 9293 §3.4",
           "Bytes of a TCP stream were never captured (packet loss at the capture point, "
@@ -90,6 +94,29 @@ _ENTRIES: list[Entry] = [
           "A message body could not be delimited (bad Content-Length or chunk size); the "
           "rest of that direction is not decoded as HTTP.",
           ""),
+    Entry("http_truncated_head", W, "RFC 9112 §2.1",
+          "The stream ended (FIN, RST or end of capture) in the middle of an HTTP/1.x head.",
+          "Check whether the capture stopped too early or the peer closed mid-request."),
+    Entry("http_truncated_body", W, "RFC 9112 §6.3 / §8",
+          "The stream ended before the end of a body delimited by Content-Length or chunked "
+          "encoding (an incomplete message).",
+          "Check whether the capture stopped too early or the sender aborted the message."),
+    Entry("http_resync", W, "heuristic",
+          "After a TCP gap the HTTP parser discarded bytes until the next request or status "
+          "line; the discarded bytes are counted as undecodable.", ""),
+    Entry("http_lenient_parse", I, "RFC 9112 §2.2 / §5.1 / §5.2",
+          "A head deviated from RFC 9112 in a way recipients tolerate (bare LF line endings, "
+          "obsolete line folding, whitespace before a field's colon); it was parsed leniently.",
+          "Whitespace before a colon or obs-fold passing a proxy is a request-smuggling "
+          "risk: check how the proxy and the server read the head."),
+    Entry("http_transfer_encoding_and_length", W, "RFC 9112 §6.3",
+          "A message has both Transfer-Encoding and Content-Length; Transfer-Encoding was used "
+          "(\"Such a message might indicate an attempt to perform request smuggling\").",
+          "A proxy must remove Content-Length before forwarding such a message."),
+    Entry("http_upgrade_buffer_overflow", W, "security limit",
+          "While waiting for the response to an Upgrade request (or after a 101), more than "
+          "64 KiB arrived before the analysis took the bytes; the excess was not decoded.",
+          ""),
     # --- handshake (handshake.py), RFC 6455 §4 ---
     Entry("handshake_refused", W, "RFC 6455 §4.1",
           "The server answered the WebSocket Upgrade request with a status other than 101.",
@@ -116,6 +143,10 @@ _ENTRIES: list[Entry] = [
     Entry("handshake_incomplete_101", E, "RFC 6455 §4.2.2",
           "A 101 response lacks `Upgrade: websocket` or `Connection: Upgrade`.",
           ""),
+    Entry("handshake_bad_request_line", E, "RFC 6455 §4.1",
+          "The Upgrade request is not a GET or is older than HTTP/1.1 (\"The method of the "
+          "request MUST be GET, and the HTTP version MUST be at least 1.1\").",
+          "nginx speaks HTTP/1.0 to the backend by default: `proxy_http_version 1.1;`."),
     # --- frames and messages (frames.py, messages.py), RFC 6455 §5-§8 ---
     Entry("ws_unmasked_client_frame", E, "RFC 6455 §5.1",
           "A frame from client to server is not masked.", ""),
@@ -159,6 +190,12 @@ _ENTRIES: list[Entry] = [
           "A frame was sent after this endpoint's close frame.", ""),
     Entry("ws_incomplete_message", W, "RFC 6455 §5.4",
           "The stream ended with a fragmented message unfinished.", ""),
+    Entry("ws_findings_suppressed", I, "security limit",
+          "One direction produced more than 10 findings of one code; only the first 10 "
+          "were listed, the rest are counted in this finding's detail "
+          "(code=..., suppressed=N).",
+          "Look at the first findings of that code: the stream is likely hostile or "
+          "not WebSocket at all."),
     # --- the proxy, both legs (correlate.py, diagnose.py) ---
     Entry("proxy_upgrade_header_dropped", E, "RFC 9110 §7.6.1 / RFC 6455 §4.1",
           "The client's request carried Upgrade/Connection but the proxy's request to the "

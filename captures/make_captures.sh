@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# make_captures.sh - produce REAL two-sided captures of real software for wsanalyze.
+#
+#   sudo bash captures/make_captures.sh [SCENARIO ...]
+#
+# Three network namespaces joined by two veth pairs (MTU 1500):
+#
+#   wsa-client                wsa-proxy                         wsa-server
+#   192.0.2.10 --[veth]-- 192.0.2.1 | nginx | 198.51.100.1 --[veth]-- 198.51.100.10:8080
+#      ws_client.py          ^ client.pcap      ^ server.pcap        ws_server.py
+#
+# tcpdump runs in wsa-proxy on both proxy veths. Each scenario leaves
+# captures/<scenario>/{client.pcap,server.pcap,nginx.conf,run.log}; at the end
+# derive_expected.py reads the pcaps with tshark and rewrites captures/expected.json and
+# captures/MANIFEST.md (ports are random on every run).
+#
+# Needs: root, iproute2, nginx (nginx-light is enough), tcpdump, tshark, a Python >= 3.11
+# with `websockets` (set PYTHON=/path/to/python to choose one). Optional: ethtool (to turn
+# off TSO/GSO/GRO on the veths; without it the script sets gso_max_segs 1, which has the
+# same effect on the captured segment sizes, and derive_expected.py checks them).
+#
+# Scenarios: nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ALL_SCENARIOS=(nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout)
+if (($# > 0)); then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
+
+NS_C=wsa-client
+NS_P=wsa-proxy
+NS_S=wsa-server
+# veth names (each lives in its own namespace, so they never clash with the host)
+IF_C=wsa-c0      # in wsa-client, 192.0.2.10/24
+IF_PC=wsa-pc     # in wsa-proxy,  192.0.2.1/24      -> client.pcap
+IF_PS=wsa-ps     # in wsa-proxy,  198.51.100.1/24   -> server.pcap
+IF_S=wsa-s0      # in wsa-server, 198.51.100.10/24
+CLIENT_IP=192.0.2.10
+PROXY_C_IP=192.0.2.1
+PROXY_S_IP=198.51.100.1
+SERVER_IP=198.51.100.10
+SERVER_PORT=8080
+
+die() { echo "make_captures.sh: $*" >&2; exit 1; }
+say() { echo "==> $*" >&2; }
+
+# ---------------------------------------------------------------- preflight checks
+[[ $(id -u) -eq 0 ]] || die "must run as root (sudo bash captures/make_captures.sh)"
+missing=()
+for tool in ip ss nginx tcpdump tshark timeout; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+    die "missing tool(s): ${missing[*]}
+  install with: apt-get install -y nginx-light tcpdump tshark iproute2 coreutils"
+fi
+for s in "${SCENARIOS[@]}"; do
+    [[ " ${ALL_SCENARIOS[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+done
+
+# A Python with websockets: $PYTHON, then python3 on PATH, then the invoking user's
+# usual interpreters (sudo resets PATH, which may hide a pyenv/venv python).
+find_python() {
+    local cand
+    for cand in "${PYTHON:-}" python3 /root/.pyenv/shims/python3 /usr/local/bin/python3 /usr/bin/python3; do
+        [[ -n $cand ]] || continue
+        command -v "$cand" >/dev/null 2>&1 || continue
+        # print the real interpreter (not a pyenv shim), so $! is python's own pid
+        "$cand" -c 'import sys, websockets; assert sys.version_info >= (3, 11); print(sys.executable)' \
+            2>/dev/null && return 0
+    done
+    return 1
+}
+PY=$(find_python) || die "no Python >= 3.11 with the 'websockets' package found
+  install with: python3 -m pip install 'websockets>=13'   (or set PYTHON=/path/to/python)"
+HAVE_ETHTOOL=0
+command -v ethtool >/dev/null 2>&1 && HAVE_ETHTOOL=1
+
+# ---------------------------------------------------------------- process bookkeeping
+PIDS=()          # every background process this script started
+WORK=""          # per-run scratch directory (nginx prefix, temp pcaps, logs)
+
+running() {      # running PID: alive and not a zombie waiting to be reaped
+    local st
+    st=$(cut -d')' -f2 "/proc/$1/stat" 2>/dev/null | awk '{print $1}') || return 1
+    [[ -n $st && $st != Z && $st != X ]]
+}
+
+stop_pid() {     # stop_pid PID SIGNAL: signal one of our processes and reap it
+    local pid=$1 sig=${2:-TERM}
+    if running "$pid"; then
+        kill "-$sig" "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
+        if running "$pid"; then
+            echo "make_captures.sh: pid $pid ignored SIG$sig, killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+netns_down() {
+    local ns pid
+    for ns in "$NS_C" "$NS_P" "$NS_S"; do
+        ip netns list 2>/dev/null | grep -qw "^$ns" || continue
+        # processes still inside one of OUR namespaces (e.g. left by an interrupted run)
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$pid" 2>/dev/null || true; done
+        sleep 0.1
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true    # deleting a namespace deletes its veths
+    done
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do stop_pid "$pid" TERM; done
+    netns_down
+    [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- network
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+tune_if() {      # tune_if NS IF: no offloads, so what tcpdump sees is wire-sized
+    local ns=$1 dev=$2
+    if ((HAVE_ETHTOOL)); then
+        in_ns "$ns" ethtool -K "$dev" tso off gso off gro off >/dev/null 2>&1 || true
+    fi
+    # Works without ethtool too: a GSO packet may hold at most one segment.
+    in_ns "$ns" ip link set dev "$dev" gso_max_segs 1 >/dev/null 2>&1 || true
+}
+
+netns_up() {
+    local ns
+    netns_down
+    for ns in "$NS_C" "$NS_P" "$NS_S"; do
+        ip netns add "$ns"
+        in_ns "$ns" ip link set lo up
+        # IPv4 only: no router solicitations / MLD chatter in the captures
+        for f in all default; do
+            in_ns "$ns" sh -c "echo 1 > /proc/sys/net/ipv6/conf/$f/disable_ipv6" 2>/dev/null || true
+        done
+    done
+    in_ns "$NS_C" ip link add "$IF_C" type veth peer name "$IF_PC" netns "$NS_P"
+    in_ns "$NS_S" ip link add "$IF_S" type veth peer name "$IF_PS" netns "$NS_P"
+    in_ns "$NS_C" ip addr add "$CLIENT_IP/24" dev "$IF_C"
+    in_ns "$NS_P" ip addr add "$PROXY_C_IP/24" dev "$IF_PC"
+    in_ns "$NS_P" ip addr add "$PROXY_S_IP/24" dev "$IF_PS"
+    in_ns "$NS_S" ip addr add "$SERVER_IP/24" dev "$IF_S"
+    for pair in "$NS_C:$IF_C" "$NS_P:$IF_PC" "$NS_P:$IF_PS" "$NS_S:$IF_S"; do
+        in_ns "${pair%%:*}" ip link set dev "${pair#*:}" mtu 1500
+        tune_if "${pair%%:*}" "${pair#*:}"
+        in_ns "${pair%%:*}" ip link set dev "${pair#*:}" up
+    done
+    # The proxy does not route: it is a full proxy, every byte goes through nginx.
+    in_ns "$NS_P" sh -c 'echo 0 > /proc/sys/net/ipv4/ip_forward'
+}
+
+wait_listen() {  # wait_listen NS PORT: until a TCP socket listens on PORT in NS
+    local ns=$1 port=$2
+    for _ in $(seq 100); do
+        [[ -n $(in_ns "$ns" ss -Hltn "sport = :$port") ]] && return 0
+        sleep 0.05
+    done
+    die "nothing listening on port $port in $ns"
+}
+
+# ---------------------------------------------------------------- nginx configs
+nginx_location() {   # the scenario's `location /ws { ... }` block
+    case $1 in
+    nginx-ok)
+        cat <<'EOF'
+        location /ws {
+            proxy_pass http://198.51.100.10:8080;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+EOF
+        ;;
+    nginx-no-upgrade)    # field note seed 004: the naive reverse-proxy block
+        cat <<'EOF'
+        location /ws {
+            proxy_pass http://198.51.100.10:8080;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+EOF
+        ;;
+    nginx-no-upgrade-http11)  # HTTP/1.1 upstream, but Upgrade/Connection not forwarded
+        cat <<'EOF'
+        location /ws {
+            proxy_pass http://198.51.100.10:8080;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+EOF
+        ;;
+    nginx-idle-timeout)
+        cat <<'EOF'
+        location /ws {
+            proxy_pass http://198.51.100.10:8080;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_read_timeout 3s;
+        }
+EOF
+        ;;
+    esac
+}
+
+nginx_conf() {   # nginx_conf SCENARIO PREFIX
+    local s=$1 p=$2 temps="" m
+    for m in client_body proxy fastcgi uwsgi scgi; do
+        # only modules this nginx build has (nginx-light may lack some)
+        if [[ $m == client_body ]] || ! nginx -V 2>&1 | grep -q -- "--without-http_${m}_module"; then
+            temps+="    ${m}_temp_path $p/${m}_temp;"$'\n'
+        fi
+    done
+    cat <<EOF
+# wsanalyze capture scenario: $s  (@WORKDIR@ = per-run scratch directory)
+user root;
+worker_processes 1;
+pid $p/nginx.pid;
+error_log $p/error.log info;
+events { worker_connections 64; }
+http {
+    access_log off;
+$temps    log_format wsa '\$remote_addr:\$remote_port "\$request" \$status \$body_bytes_sent '
+                   'upstream=\$upstream_addr upstream_status=\$upstream_status '
+                   'request_time=\$request_time upstream_connect_time=\$upstream_connect_time';
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        ''      close;
+    }
+    server {
+        listen 192.0.2.1:80;
+        server_name _;
+        access_log $p/access.log wsa;
+$(nginx_location "$s")
+    }
+}
+EOF
+}
+
+# ---------------------------------------------------------------- one scenario
+run_scenario() {
+    local s=$1 d="$WORK/$s" out="$HERE/$s" srv ngx tdc tds rc=0
+    say "scenario $s"
+    mkdir -p "$d"
+    netns_up
+    nginx_conf "$s" "$d" >"$d/nginx.conf"
+
+    # background processes: `ip netns exec` directly (it execs the program, so $! is the
+    # program's own pid and our signals reach it; a shell function would add a subshell)
+    ip netns exec "$NS_S" "$PY" -u "$HERE/ws_server.py" --host "$SERVER_IP" --port "$SERVER_PORT" \
+        >"$d/server.log" 2>&1 &
+    srv=$!; PIDS+=("$srv")
+    wait_listen "$NS_S" "$SERVER_PORT"
+
+    in_ns "$NS_P" nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
+        || die "nginx rejected the $s config ($d/nginx.conf)"
+    ip netns exec "$NS_P" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' \
+        >"$d/nginx.out" 2>&1 &
+    ngx=$!; PIDS+=("$ngx")
+    wait_listen "$NS_P" 80
+
+    # --immediate-mode: without it the last packets sit in an unretired TPACKET_V3 block
+    # and are lost at SIGINT. -B 65536: in immediate mode the ring has one snaplen-sized
+    # (256 KiB with -s 0) slot per packet, so the default 2 MiB ring drops packets during
+    # the 70000-byte burst. The statistics are checked below.
+    ip netns exec "$NS_P" tcpdump -i "$IF_PC" -s 0 -B 65536 -U --immediate-mode -n -Z root -w "$d/client.pcap" >"$d/tcpdump-client.log" 2>&1 &
+    tdc=$!; PIDS+=("$tdc")
+    ip netns exec "$NS_P" tcpdump -i "$IF_PS" -s 0 -B 65536 -U --immediate-mode -n -Z root -w "$d/server.pcap" >"$d/tcpdump-server.log" 2>&1 &
+    tds=$!; PIDS+=("$tds")
+    for _ in $(seq 100); do
+        grep -q 'listening on' "$d/tcpdump-client.log" && grep -q 'listening on' "$d/tcpdump-server.log" && break
+        sleep 0.05
+    done
+    grep -q 'listening on' "$d/tcpdump-client.log" || die "tcpdump on $IF_PC did not start: $(cat "$d/tcpdump-client.log")"
+    grep -q 'listening on' "$d/tcpdump-server.log" || die "tcpdump on $IF_PS did not start: $(cat "$d/tcpdump-server.log")"
+    sleep 0.2
+
+    case $s in
+    nginx-ok) mode=(multi) ;;
+    nginx-no-upgrade | nginx-no-upgrade-http11) mode=(refused) ;;
+    nginx-idle-timeout) mode=(idle --idle 5) ;;
+    esac
+    in_ns "$NS_C" timeout 30 "$PY" -u "$HERE/ws_client.py" "${mode[@]}" --url "ws://$PROXY_C_IP/ws" \
+        >"$d/client.log" 2>&1 || rc=$?
+
+    sleep 0.5                       # let the last FIN/ACKs reach the wire
+    stop_pid "$tdc" INT; stop_pid "$tds" INT
+    stop_pid "$ngx" QUIT            # graceful nginx shutdown
+    stop_pid "$srv" TERM
+    PIDS=()
+    netns_down
+    # tcpdump's own statistics: every packet the filter saw must be in the file
+    local f cap rcv drop
+    for f in "$d/tcpdump-client.log" "$d/tcpdump-server.log"; do
+        cap=$(awk '/packets captured/ {print $1}' "$f")
+        rcv=$(awk '/packets received by filter/ {print $1}' "$f")
+        drop=$(awk '/packets dropped by kernel/ {print $1}' "$f")
+        if [[ -z $cap || $cap != "$rcv" || ${drop:-1} != 0 ]]; then
+            cat "$f" >&2
+            die "incomplete capture in scenario $s ($(basename "$f")): captured=$cap received=$rcv dropped=$drop"
+        fi
+    done
+
+    mkdir -p "$out"
+    cp "$d/client.pcap" "$d/server.pcap" "$out/"
+    sed "s#$d#@WORKDIR@#g" "$d/nginx.conf" >"$out/nginx.conf"
+    {
+        echo "# $s: logs of one run of make_captures.sh (the pcaps beside this file)"
+        echo; echo "## versions"; versions
+        for f in client.log server.log access.log error.log tcpdump-client.log tcpdump-server.log; do
+            echo; echo "## $f"; [[ -f $d/$f ]] && sed "s#$d#@WORKDIR@#g" "$d/$f"
+        done
+    } >"$out/run.log"
+    if ((rc != 0)); then
+        cat "$d/client.log" >&2
+        die "client failed in scenario $s (exit $rc); see $out/run.log"
+    fi
+}
+
+# ---------------------------------------------------------------- main
+versions() {     # "key: value" lines, parsed by derive_expected.py
+    echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') ($(dpkg-query -W -f='${Package} ${Version}' nginx-light 2>/dev/null || echo 'package unknown'))"
+    echo "websockets: $("$PY" -c 'import websockets; print(websockets.__version__)')"
+    echo "python: $("$PY" -c 'import platform; print(platform.python_version())')"
+    echo "kernel: $(uname -sr)"
+    echo "os: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME" || echo unknown)"
+    echo "tcpdump: $(tcpdump --version 2>&1 | head -1 | sed 's/^tcpdump version //'), $(tcpdump --version 2>&1 | sed -n 2p)"
+    echo "tshark: $(tshark -v 2>/dev/null | head -1 | sed 's/^TShark (Wireshark) //')"
+    echo "iproute2: $(ip -V 2>&1 | sed 's/^ip utility, //')"
+    echo "offloads: $( ((HAVE_ETHTOOL)) && echo 'ethtool -K tso off gso off gro off + ip link gso_max_segs 1' || echo 'ip link set gso_max_segs 1 (ethtool not installed)')"
+}
+
+WORK=$(mktemp -d /tmp/wsa-captures.XXXXXX)
+chmod 755 "$WORK"
+say "python: $PY ($("$PY" -c 'import websockets; print("websockets", websockets.__version__)'))"
+say "nginx: $(nginx -v 2>&1)"
+((HAVE_ETHTOOL)) || say "ethtool not found: using 'ip link set gso_max_segs 1' only (apt-get install -y ethtool to also switch offloads off)"
+for s in "${SCENARIOS[@]}"; do run_scenario "$s"; done
+
+say "deriving expected.json and MANIFEST.md with tshark"
+"$PY" "$HERE/derive_expected.py" --captures "$HERE"
+say "done: $(cd "$HERE" && ls -d "${SCENARIOS[@]}" | tr '\n' ' ')"

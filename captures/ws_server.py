@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Tiny real WebSocket echo server used by make_captures.sh (runs in netns wsa-server).
+
+- listens on HOST:PORT (default 198.51.100.10:8080), WebSocket only on path /ws
+  (anything else gets a plain 404);
+- echoes every message (text as text, binary as binary);
+- on the text message "push" it also sends one JSON document (after the echo);
+- negotiates the sub-protocol "chat" if the client offers it, none otherwise;
+- permessage-deflate disabled (compression=None) so payloads are identical on both legs;
+- no keepalive pings (ping_interval=None): every frame on the wire is one the client
+  scenario asked for.
+
+Logs one line per event on stdout (flushed), used by make_captures.sh as ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http
+import json
+import logging
+import signal
+import sys
+import time
+
+import websockets
+from websockets.asyncio.server import ServerConnection, serve
+
+PUSH_SEQ = 0
+
+
+def log(msg: str) -> None:
+    print(f"{time.time():.6f} server {msg}", flush=True)
+
+
+def select_subprotocol(connection: ServerConnection, subprotocols: list[str]) -> str | None:
+    return "chat" if "chat" in subprotocols else None
+
+
+def process_request(connection: ServerConnection, request):  # type: ignore[no-untyped-def]
+    peer = "{}:{}".format(*connection.remote_address[:2])
+    log(f"request {peer} {request.path} headers={list(request.headers.raw_items())}")
+    if request.path != "/ws":
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "Not Found\n")
+    return None
+
+
+async def handler(ws: ServerConnection) -> None:
+    global PUSH_SEQ
+    peer = "{}:{}".format(*ws.remote_address[:2])
+    log(f"open {peer} subprotocol={ws.subprotocol!r}")
+    try:
+        async for message in ws:
+            kind = "text" if isinstance(message, str) else "binary"
+            log(f"recv {peer} {kind} len={len(message)} head={message[:40]!r}")
+            await ws.send(message)
+            if message == "push":
+                PUSH_SEQ += 1
+                doc = {
+                    "type": "push",
+                    "seq": PUSH_SEQ,
+                    "peer": peer,
+                    "payload": {"status": "ok", "items": [1, 2, 3], "note": "server push"},
+                }
+                await ws.send(json.dumps(doc, separators=(",", ":")))
+                log(f"push {peer} seq={PUSH_SEQ}")
+    except websockets.ConnectionClosed:
+        pass
+    log(f"closed {peer} code={ws.close_code} reason={ws.close_reason!r}")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", default="198.51.100.10")
+    ap.add_argument("--port", type=int, default=8080)
+    args = ap.parse_args()
+
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(created).6f websockets %(message)s"
+    )
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
+
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        compression=None,
+        select_subprotocol=select_subprotocol,
+        process_request=process_request,
+        ping_interval=None,
+        max_size=2**20,
+    ):
+        log(f"listening {args.host}:{args.port} websockets {websockets.__version__}")
+        await stop
+    log("stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,127 @@
+"""The Python entry point: :func:`analyze` and the :class:`Analysis` it returns."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import pandas as pd
+
+from . import tables
+from .correlate import Correlation, correlate
+from .diagnose import diagnose
+from .model import Finding
+from .pipeline import CaptureAnalysis, analyze_capture
+
+
+class Analysis:
+    """The analysis of one or two captures, with its tables as pandas DataFrames.
+
+    Each table attribute is built on first use and has the columns and dtypes
+    declared in :mod:`wsanalyze.tables` (timestamps ``datetime64[ns, UTC]``, sizes
+    in bytes, delays in ms):
+
+    - ``connections`` (:data:`~wsanalyze.tables.CONNECTIONS`): one row per TCP
+      connection carrying HTTP/1.x or WebSocket, both captures;
+    - ``frames`` (:data:`~wsanalyze.tables.FRAMES`): one row per WebSocket frame;
+    - ``messages`` (:data:`~wsanalyze.tables.MESSAGES`): one row per message or
+      control frame;
+    - ``pairs`` (:data:`~wsanalyze.tables.PAIRS`): client-side ↔ server-side pairs;
+    - ``header_changes`` (:data:`~wsanalyze.tables.HEADER_CHANGES`);
+    - ``message_matches`` (:data:`~wsanalyze.tables.MESSAGE_MATCHES`): proxy delay
+      per matched message;
+    - ``findings`` (:data:`~wsanalyze.tables.FINDINGS`), worst first.
+
+    ``client`` and ``server`` are the per-capture :class:`CaptureAnalysis` objects
+    (``server`` is None for a single capture); ``correlation`` holds the pairs and
+    the clock offset (None for a single capture); ``finding_list`` the findings as
+    :class:`~wsanalyze.model.Finding` values.
+    """
+
+    def __init__(
+        self,
+        client: CaptureAnalysis,
+        server: CaptureAnalysis | None,
+        correlation: Correlation | None,
+        findings: list[Finding],
+    ) -> None:
+        self.client = client
+        self.server = server
+        self.correlation = correlation
+        self.finding_list = findings
+
+    @property
+    def captures(self) -> list[CaptureAnalysis]:
+        """The analysed captures, client side first."""
+        return [self.client] + ([self.server] if self.server is not None else [])
+
+    @cached_property
+    def connections(self) -> pd.DataFrame:
+        return tables.connections_table(self.captures)
+
+    @cached_property
+    def frames(self) -> pd.DataFrame:
+        return tables.frames_table(self.captures)
+
+    @cached_property
+    def messages(self) -> pd.DataFrame:
+        return tables.messages_table(self.captures)
+
+    @cached_property
+    def pairs(self) -> pd.DataFrame:
+        return tables.pairs_table(self.correlation)
+
+    @cached_property
+    def header_changes(self) -> pd.DataFrame:
+        return tables.header_changes_table(self.correlation)
+
+    @cached_property
+    def message_matches(self) -> pd.DataFrame:
+        return tables.message_matches_table(self.correlation)
+
+    @cached_property
+    def findings(self) -> pd.DataFrame:
+        return tables.findings_table(self.finding_list)
+
+    def __repr__(self) -> str:
+        n = sum(len(c.connections) for c in self.captures)
+        pairs = len(self.correlation.pairs) if self.correlation else 0
+        return (
+            f"<Analysis captures={len(self.captures)} connections={n} pairs={pairs} "
+            f"findings={len(self.finding_list)}>"
+        )
+
+
+def analyze(
+    client: str | os.PathLike[str],
+    server: str | os.PathLike[str] | None = None,
+    *,
+    clock_offset_ms: float | None = None,
+    keep_payloads: bool = False,
+    strict: bool = False,
+) -> Analysis:
+    """Analyse a client-side capture and, optionally, the server-side capture of
+    the same proxy.
+
+    ``clock_offset_ms`` imposes the offset of the server capture's clock relative
+    to the client capture's (instead of estimating it from the traffic).
+    ``keep_payloads`` keeps whole message payloads (``Message.payload``).
+    ``strict`` re-raises unexpected internal exceptions (for tests).
+
+    Raises :class:`wsanalyze.errors.CaptureError` for a file that cannot be used.
+    """
+    c = analyze_capture(client, "client", strict=strict, keep_payloads=keep_payloads)
+    findings: list[Finding] = list(c.findings)
+    for conn in c.connections:
+        findings.extend(conn.findings)
+    s = None
+    corr = None
+    if server is not None:
+        s = analyze_capture(server, "server", strict=strict, keep_payloads=keep_payloads)
+        findings.extend(s.findings)
+        for conn in s.connections:
+            findings.extend(conn.findings)
+        offset_ns = round(clock_offset_ms * 1e6) if clock_offset_ms is not None else None
+        corr = correlate(c, s, clock_offset_ns=offset_ns)
+        findings.extend(diagnose(corr))
+    return Analysis(c, s, corr, findings)

@@ -1,0 +1,121 @@
+"""Charts: DataFrames in, matplotlib Figures out.
+
+Each function is ``plot_x(df, *, ax=None) -> Figure`` on matplotlib's object API:
+no global pyplot state, no I/O. Pass ``ax`` to draw into an existing figure.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+_LANES = {"client": 0.0, "proxy": 1.0, "server": 2.0}
+_COLOURS = {
+    "request": "#1f77b4",
+    "response": "#1f77b4",
+    "text": "#2ca02c",
+    "binary": "#17becf",
+    "ping": "#9467bd",
+    "pong": "#9467bd",
+    "close": "#d62728",
+    "fin": "#7f7f7f",
+    "rst": "#d62728",
+}
+
+
+def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is not None:
+        fig = ax.figure
+        assert isinstance(fig, Figure)
+        return fig, ax
+    fig = Figure(figsize=size)
+    return fig, fig.add_subplot()
+
+
+def plot_ladder(
+    events: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None
+) -> Figure:
+    """A ladder diagram client | proxy | server for one pair, time flowing down.
+
+    ``events`` is :func:`wsanalyze.tables.ladder_table` output (columns ``leg``,
+    ``direction``, ``ts``, ``kind``, ``label``). Each event is an arrow between the
+    lanes of its leg: client-leg events between client and proxy, server-leg events
+    between proxy and server, pointing in the direction of travel. Times are shown
+    in ms from the first event.
+    """
+    n = len(events)
+    fig, ax = _axes(ax, (8.0, max(3.0, min(0.28 * n + 1.5, 24.0))))
+    for name, x in _LANES.items():
+        ax.axvline(x, color="#444444", linewidth=1)
+        ax.text(
+            x,
+            1.01,
+            name,
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            fontweight="bold",
+        )
+    if n:
+        t0 = events["ts"].min()
+        ms = (events["ts"] - t0).dt.total_seconds() * 1000.0
+        for (_, ev), y in zip(events.iterrows(), ms, strict=True):
+            left, right = (0.0, 1.0) if ev["leg"] == "client" else (1.0, 2.0)
+            start, end = (left, right) if ev["direction"] == "client_to_server" else (right, left)
+            colour = _COLOURS.get(ev["kind"], "#333333")
+            ax.annotate(
+                "",
+                xy=(end, y),
+                xytext=(start, y),
+                arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2},
+            )
+            ax.text(
+                (left + right) / 2,
+                y,
+                str(ev["label"]),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color=colour,
+                clip_on=True,
+            )
+        ax.set_ylim(float(ms.max()) * 1.05 + 0.5, -0.5)
+    ax.set_xlim(-0.2, 2.2)
+    ax.set_xticks([])
+    ax.set_ylabel("ms since first event (client capture clock)")
+    omitted = events.attrs.get("omitted", 0)
+    heading = title or events.attrs.get("pair_id", "")
+    if omitted:
+        heading = f"{heading} ({omitted} messages not drawn)"
+    ax.set_title(heading, fontsize=10, pad=18)
+    return fig
+
+
+def plot_proxy_delay(matches: pd.DataFrame, *, ax: Axes | None = None) -> Figure:
+    """Proxy delay per matched message over time, one series per direction.
+
+    ``matches`` is the ``message_matches`` table (columns ``client_ts``,
+    ``direction``, ``proxy_delay_ms``). Delays are corrected by the clock offset.
+    """
+    fig, ax = _axes(ax, (8.0, 3.5))
+    for direction, marker in (("client_to_server", "o"), ("server_to_client", "s")):
+        part = matches[matches["direction"] == direction]
+        if len(part):
+            ax.scatter(
+                part["client_ts"],
+                part["proxy_delay_ms"],
+                s=12,
+                marker=marker,
+                label=direction.replace("_", " "),
+                alpha=0.8,
+            )
+    ax.set_ylabel("proxy delay (ms)")
+    ax.set_xlabel("time (UTC, client capture clock)")
+    ax.axhline(0, color="#999999", linewidth=0.8)
+    if len(matches):
+        ax.legend(loc="best", fontsize=8)
+    ax.set_title("Proxy delay per message", fontsize=10)
+    fig.autofmt_xdate()
+    return fig

@@ -1,0 +1,522 @@
+"""Pair the client-side and server-side legs of every proxied connection.
+
+A full proxy terminates TCP: the two legs of one WebSocket are two TCP connections
+with different addresses, ports, sequence numbers and timing. Pairs are found by
+scored evidence, strongest first:
+
+==========================  =====  ==============================================
+evidence                    score  why
+==========================  =====  ==============================================
+``sec_websocket_key``        4.0   RFC 6455 §4.1: 16 random bytes per handshake,
+                                   passed through unchanged by most proxies
+``message_digests``         ≤3.0   share of one leg's messages (BLAKE2b digests)
+                                   found on the other, in order
+``request_target``           1.0   same method and request-target (0.5: path only)
+``end_to_end_headers``      ≤1.0   Jaccard similarity of the end-to-end header
+                                   fields (RFC 9110 §7.6.1: hop-by-hop ones and
+                                   those proxies rewrite are left out)
+``timing``                  ≤1.0   the server-side request follows the client-side
+                                   one within the clock-offset bounds
+``x_forwarded_for``          0.5   X-Forwarded-For / X-Real-IP / Forwarded on the
+                                   server leg names the client-side client
+==========================  =====  ==============================================
+
+Candidates are resolved one-to-one, best score first. A connection whose best
+candidate is not clearly better (by :data:`AMBIGUITY_MARGIN`) than its second is
+left unpaired with a ``pair_ambiguous`` finding rather than guessed.
+
+Clock offset (θ = server-capture clock − client-capture clock): a request or
+message travelling client → server gives ``Δ = t_server − t_client = θ + d_up``;
+server → client gives ``Δ = θ − d_down``; delays are non-negative, so
+``max(Δ_down) ≤ θ ≤ min(Δ_up)``. The estimate is the middle of the bounds (the
+NTP assumption of equal minimum delays each way); every proxy delay is corrected
+by it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import catalogue
+from .model import Direction, Finding, Message, RequestHead, ResponseHead, header_value
+from .pipeline import CaptureAnalysis, ConnectionAnalysis
+
+C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+
+AMBIGUITY_MARGIN = 0.75
+"""Score by which the best candidate must beat the second to be taken."""
+
+MIN_PAIR_SCORE = 1.5
+"""Below this score a candidate is not evidence enough to pair on."""
+
+# Fields a proxy routinely adds, drops or rewrites: left out of the end-to-end
+# comparison (RFC 9110 §7.6.1 hop-by-hop fields and the forwarding family).
+_PROXY_FIELDS = frozenset(
+    {
+        b"connection",
+        b"upgrade",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-forwarded-port",
+        b"forwarded",
+        b"x-real-ip",
+        b"via",
+        b"content-length",
+        b"sec-websocket-key",
+        b"sec-websocket-extensions",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderChange:
+    """One header field the proxy changed between the legs.
+
+    ``message`` is ``"request"`` or ``"response"``; ``change`` is ``"added"``,
+    ``"removed"`` or ``"modified"`` in the direction of travel (a request field
+    ``added`` appears only on the server leg; a response field ``added`` only on the
+    client leg). ``name`` is as sent (client-leg spelling when both have it); values
+    are latin-1 text, repeated fields joined with ``", "``, None when absent.
+    """
+
+    message: str
+    change: str
+    name: str
+    client_value: str | None
+    server_value: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageMatch:
+    """A message on the client leg matched to its copy on the server leg.
+
+    Indices point into each connection's ``messages``; timestamps are the last
+    byte of each copy, int ns on each capture's own clock.
+    """
+
+    direction: Direction
+    client_index: int
+    server_index: int
+    client_ts_ns: int
+    server_ts_ns: int
+    opcode: int
+    payload_len: int
+
+    def delay_ns(self, clock_offset_ns: int) -> int:
+        """Proxy delay in ns, corrected by θ (server clock − client clock)."""
+        if self.direction == C2S:
+            return self.server_ts_ns - clock_offset_ns - self.client_ts_ns
+        return self.client_ts_ns - (self.server_ts_ns - clock_offset_ns)
+
+
+@dataclass(slots=True)
+class Pair:
+    """A client-side connection and its server-side twin.
+
+    ``confidence`` in 0..1 grows with ``score`` (the sum of the evidence scores);
+    ``evidence`` names what matched; ``matches`` are the messages seen on both legs.
+    """
+
+    id: str
+    client: ConnectionAnalysis
+    server: ConnectionAnalysis
+    score: float
+    confidence: float
+    evidence: tuple[str, ...]
+    header_changes: list[HeaderChange] = field(default_factory=list)
+    matches: list[MessageMatch] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockOffset:
+    """θ = server-capture clock − client-capture clock, in ns.
+
+    ``low``/``high`` are the bounds ``max(Δ_down)`` and ``min(Δ_up)`` (None when no
+    sample in that direction); ``estimate`` their middle, or the imposed value;
+    ``consistent`` is False when ``low > high``.
+    """
+
+    estimate_ns: int
+    low_ns: int | None
+    high_ns: int | None
+    samples_up: int
+    samples_down: int
+    imposed: bool = False
+
+    @property
+    def consistent(self) -> bool:
+        return self.low_ns is None or self.high_ns is None or self.low_ns <= self.high_ns
+
+
+@dataclass(slots=True)
+class Correlation:
+    """The result of pairing two captures: pairs, clock offset and findings."""
+
+    pairs: list[Pair]
+    clock_offset: ClockOffset | None
+    findings: list[Finding]
+    unpaired_client: list[ConnectionAnalysis]
+    unpaired_server: list[ConnectionAnalysis]
+
+
+# --- features ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Features:
+    conn: ConnectionAnalysis
+    request: RequestHead
+    response: ResponseHead | None
+    key: bytes | None
+    method: bytes
+    target: bytes
+    path: bytes
+    e2e: frozenset[tuple[bytes, bytes]]
+    forwarded: bytes  # XFF / X-Real-IP / Forwarded values, lower-cased
+    client_ip: str
+    digests: frozenset[tuple[int, int, bytes]]  # (direction, opcode, digest)
+
+
+def _features(conn: ConnectionAnalysis) -> _Features | None:
+    if conn.handshake is not None:
+        req = conn.handshake.request
+        resp = conn.handshake.response
+    elif conn.requests:
+        req = conn.requests[0]
+        resp = conn.responses[0] if conn.responses else None
+    else:
+        return None
+    target = req.target
+    try:
+        path = urlsplit(target.decode("latin-1")).path.encode("latin-1")
+    except ValueError:
+        path = target
+    e2e = frozenset((n.lower(), v) for n, v in req.headers if n.lower() not in _PROXY_FIELDS)
+    fwd = b" ".join(
+        v.lower()
+        for n, v in req.headers
+        if n.lower() in (b"x-forwarded-for", b"x-real-ip", b"forwarded")
+    )
+    digests = frozenset(
+        (int(m.direction), m.opcode, m.digest) for m in conn.messages[:256] if m.opcode < 8
+    )
+    return _Features(
+        conn=conn,
+        request=req,
+        response=resp,
+        key=header_value(req.headers, b"sec-websocket-key"),
+        method=req.method,
+        target=target,
+        path=path,
+        e2e=e2e,
+        forwarded=fwd,
+        client_ip=str(conn.tcp.client).rsplit(":", 1)[0].strip("[]"),
+        digests=digests,
+    )
+
+
+def _score(c: _Features, s: _Features, theta: ClockOffset | None) -> tuple[float, list[str]]:
+    score = 0.0
+    ev: list[str] = []
+    if c.key is not None and c.key == s.key:
+        score += 4.0
+        ev.append("sec_websocket_key")
+    if c.digests and s.digests:
+        common = len(c.digests & s.digests)
+        if common:
+            frac = common / max(len(c.digests), len(s.digests))
+            score += 3.0 * frac
+            ev.append(f"message_digests({common})")
+    if c.method == s.method and c.target == s.target:
+        score += 1.0
+        ev.append("request_target")
+    elif c.method == s.method and c.path == s.path:
+        score += 0.5
+        ev.append("request_path")
+    if c.e2e or s.e2e:
+        j = len(c.e2e & s.e2e) / len(c.e2e | s.e2e)
+        if j > 0:
+            score += j
+            ev.append(f"end_to_end_headers({j:.2f})")
+    if c.forwarded and c.client_ip.encode() in s.forwarded:
+        score += 0.5
+        ev.append("x_forwarded_for")
+    if theta is not None:
+        t = _timing_score(c, s, theta)
+        if t > 0:
+            score += t
+            ev.append(f"timing({t:.2f})")
+    return score, ev
+
+
+def _timing_score(c: _Features, s: _Features, theta: ClockOffset) -> float:
+    """1.0 when the server-side request falls inside the causal window implied by the
+    clock-offset bounds, decaying with the distance outside it (scale 1 s)."""
+    delta = s.request.ts_ns - c.request.ts_ns
+    low = theta.low_ns if theta.low_ns is not None else theta.estimate_ns
+    high = theta.high_ns if theta.high_ns is not None else theta.estimate_ns
+    if low > high:
+        low, high = high, low
+    # The request leaves the proxy after it arrived: Δ ≥ θ ≥ low; allow 1 s of
+    # proxy processing above the upper bound before the score decays.
+    if low <= delta <= high + 1_000_000_000:
+        return 1.0
+    dist = (low - delta) if delta < low else (delta - high - 1_000_000_000)
+    return math.exp(-dist / 1e9)
+
+
+# --- message matching and clock offset -------------------------------------------
+
+
+def match_messages(client: ConnectionAnalysis, server: ConnectionAnalysis) -> list[MessageMatch]:
+    """Match each message on one leg to its copy on the other, by (opcode, digest)
+    in stream order per direction (a proxy does not reorder one direction).
+
+    Returns the matches sorted by client-leg time.
+    """
+    out: list[MessageMatch] = []
+    for d in (C2S, S2C):
+        src = [(i, m) for i, m in enumerate(client.messages) if m.direction == d]
+        dst = [(j, m) for j, m in enumerate(server.messages) if m.direction == d]
+        index: dict[tuple[int, bytes], deque[tuple[int, int, Message]]] = defaultdict(deque)
+        for pos, (j, m) in enumerate(dst):
+            index[(m.opcode, m.digest)].append((pos, j, m))
+        last = -1
+        for i, m in src:
+            q = index.get((m.opcode, m.digest))
+            while q and q[0][0] <= last:
+                q.popleft()
+            if not q:
+                continue
+            pos, j, sm = q.popleft()
+            last = pos
+            out.append(MessageMatch(d, i, j, m.ts_ns, sm.ts_ns, m.opcode, m.payload_len))
+    out.sort(key=lambda x: x.client_ts_ns)
+    return out
+
+
+def _samples(pair: Pair) -> tuple[list[int], list[int]]:
+    """Δ = t_server − t_client samples: (up, down)."""
+    up: list[int] = []
+    down: list[int] = []
+    creq, sreq = _primary(pair.client), _primary(pair.server)
+    if creq is not None and sreq is not None:
+        up.append(sreq[0].ts_ns - creq[0].ts_ns)
+        if creq[1] is not None and sreq[1] is not None:
+            down.append(sreq[1].ts_ns - creq[1].ts_ns)
+    for m in pair.matches:
+        (up if m.direction == C2S else down).append(m.server_ts_ns - m.client_ts_ns)
+    return up, down
+
+
+def _primary(conn: ConnectionAnalysis) -> tuple[RequestHead, ResponseHead | None] | None:
+    if conn.handshake is not None:
+        return conn.handshake.request, conn.handshake.response
+    if conn.requests:
+        return conn.requests[0], conn.responses[0] if conn.responses else None
+    return None
+
+
+def estimate_clock_offset(pairs: list[Pair], imposed_ns: int | None = None) -> ClockOffset | None:
+    """Bounds and estimate of θ from the handshakes and matched messages of ``pairs``.
+
+    Returns None when there is no sample and nothing imposed.
+    """
+    up: list[int] = []
+    down: list[int] = []
+    for p in pairs:
+        u, d = _samples(p)
+        up.extend(u)
+        down.extend(d)
+    high = min(up) if up else None
+    low = max(down) if down else None
+    if imposed_ns is not None:
+        return ClockOffset(imposed_ns, low, high, len(up), len(down), imposed=True)
+    if low is None and high is None:
+        return None
+    if low is None:
+        est = high
+    elif high is None:
+        est = low
+    else:
+        est = (low + high) // 2
+    assert est is not None
+    return ClockOffset(est, low, high, len(up), len(down))
+
+
+# --- header changes ----------------------------------------------------------------
+
+
+def header_changes(client_headers, server_headers, message: str) -> list[HeaderChange]:
+    """Fields added, removed or modified between the legs, in wire order of first
+    appearance. Names compare case-insensitively (RFC 9110 §5.1); repeated fields
+    compare as their joined list; a change of name case alone is not a change."""
+
+    def group(headers) -> dict[bytes, tuple[bytes, list[bytes]]]:
+        out: dict[bytes, tuple[bytes, list[bytes]]] = {}
+        for n, v in headers:
+            key = n.lower()
+            if key in out:
+                out[key][1].append(v)
+            else:
+                out[key] = (n, [v])
+        return out
+
+    c, s = group(client_headers), group(server_headers)
+    before, after = (c, s) if message == "request" else (s, c)
+    changes: list[HeaderChange] = []
+    for key in list(dict.fromkeys([*before, *after])):
+        cv = _join(c[key][1]) if key in c else None
+        sv = _join(s[key][1]) if key in s else None
+        name = (c.get(key) or s[key])[0].decode("latin-1")
+        if key not in after:
+            change = "removed"
+        elif key not in before:
+            change = "added"
+        elif cv != sv:
+            change = "modified"
+        else:
+            continue
+        changes.append(HeaderChange(message, change, name, cv, sv))
+    return changes
+
+
+def _join(values: list[bytes]) -> str:
+    return ", ".join(v.decode("latin-1") for v in values)
+
+
+# --- pairing -------------------------------------------------------------------------
+
+
+def _assign(
+    cf: list[_Features], sf: list[_Features], theta: ClockOffset | None
+) -> tuple[list[tuple[_Features, _Features, float, list[str]]], list[_Features]]:
+    """Score candidates and resolve them one-to-one; returns the pairs and the
+    client-side connections left ambiguous."""
+    by_key: dict[bytes, list[_Features]] = defaultdict(list)
+    by_path: dict[tuple[bytes, bytes], list[_Features]] = defaultdict(list)
+    for s in sf:
+        if s.key is not None:
+            by_key[s.key].append(s)
+        by_path[(s.method, s.path)].append(s)
+    edges: list[tuple[float, int, int, list[str]]] = []
+    scores: dict[int, list[float]] = defaultdict(list)  # per client index
+    sscores: dict[int, list[float]] = defaultdict(list)
+    s_index = {id(s): k for k, s in enumerate(sf)}
+    for ci, c in enumerate(cf):
+        cands: dict[int, _Features] = {}
+        if c.key is not None:
+            for s in by_key.get(c.key, ()):
+                cands[id(s)] = s
+        for s in by_path.get((c.method, c.path), ()):
+            cands[id(s)] = s
+        if c.digests and len(cands) == 0:
+            cands = {id(s): s for s in sf if s.digests & c.digests}
+        for s in cands.values():
+            sc, ev = _score(c, s, theta)
+            if sc >= MIN_PAIR_SCORE:
+                si = s_index[id(s)]
+                edges.append((sc, ci, si, ev))
+                scores[ci].append(sc)
+                sscores[si].append(sc)
+    edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    used_c: set[int] = set()
+    used_s: set[int] = set()
+    ambiguous: set[int] = set()
+    pairs = []
+    for sc, ci, si, ev in edges:
+        if ci in used_c or si in used_s or ci in ambiguous:
+            continue
+        # The best edge of this client and of this server: is it clearly the best?
+        rivals_c = sorted(scores[ci], reverse=True)
+        rivals_s = sorted(sscores[si], reverse=True)
+        second = max(
+            rivals_c[1] if len(rivals_c) > 1 else 0.0, rivals_s[1] if len(rivals_s) > 1 else 0.0
+        )
+        if second > 0 and sc - second < AMBIGUITY_MARGIN and "sec_websocket_key" not in ev:
+            ambiguous.add(ci)
+            continue
+        used_c.add(ci)
+        used_s.add(si)
+        pairs.append((cf[ci], sf[si], sc, ev))
+    return pairs, [cf[i] for i in sorted(ambiguous - used_c)]
+
+
+def _confidence(score: float) -> float:
+    return round(1.0 - math.exp(-score / 2.0), 3)
+
+
+def correlate(
+    client: CaptureAnalysis,
+    server: CaptureAnalysis,
+    *,
+    clock_offset_ns: int | None = None,
+) -> Correlation:
+    """Pair the connections of a client-side and a server-side capture.
+
+    ``clock_offset_ns`` imposes θ (server clock − client clock) instead of
+    estimating it. Returns a :class:`Correlation`; never raises on traffic.
+    """
+    cf = [f for f in map(_features, client.connections) if f is not None]
+    sf = [f for f in map(_features, server.connections) if f is not None]
+
+    # Pass 1 without timing gives anchors for θ; pass 2 adds timing evidence.
+    first, _ = _assign(cf, sf, None)
+    anchors = []
+    for c, s, sc, ev in first:
+        p = Pair("", c.conn, s.conn, sc, _confidence(sc), tuple(ev))
+        p.matches = match_messages(c.conn, s.conn)
+        anchors.append(p)
+    theta = estimate_clock_offset(anchors, clock_offset_ns)
+    assigned, ambiguous = _assign(cf, sf, theta) if theta is not None else _assign(cf, sf, None)
+
+    pairs: list[Pair] = []
+    for n, (c, s, sc, ev) in enumerate(sorted(assigned, key=lambda x: x[0].request.ts_ns), start=1):
+        p = Pair(f"pair-{n}", c.conn, s.conn, round(sc, 3), _confidence(sc), tuple(ev))
+        p.matches = match_messages(c.conn, s.conn)
+        p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
+        if c.response is not None and s.response is not None:
+            p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
+        pairs.append(p)
+    theta = estimate_clock_offset(pairs, clock_offset_ns)
+
+    findings: list[Finding] = []
+    for c in ambiguous:
+        findings.append(
+            catalogue.finding(
+                "pair_ambiguous",
+                f"expected=one server-side twin for {c.conn.id}, found=several scoring within "
+                f"{AMBIGUITY_MARGIN}",
+                packets=c.request.packets,
+                connections=(c.conn.id,),
+            )
+        )
+    if theta is not None and not theta.consistent and not theta.imposed:
+        findings.append(
+            catalogue.finding(
+                "proxy_clock_bounds_empty",
+                f"expected=max(Δ_down) ≤ min(Δ_up), found={theta.low_ns / 1e6:.3f} ms > "
+                f"{theta.high_ns / 1e6:.3f} ms"
+                if theta.low_ns is not None and theta.high_ns is not None
+                else "bounds empty",
+            )
+        )
+    paired_c = {id(p.client) for p in pairs}
+    paired_s = {id(p.server) for p in pairs}
+    return Correlation(
+        pairs=pairs,
+        clock_offset=theta,
+        findings=findings,
+        unpaired_client=[c for c in client.connections if id(c) not in paired_c],
+        unpaired_server=[s for s in server.connections if id(s) not in paired_s],
+    )

@@ -1,0 +1,521 @@
+"""Reports: JSON (schema ``wsanalyze/1``, see docs/json.md), Markdown, HTML and the
+terminal summary.
+
+Reports render only: they read an :class:`~wsanalyze.api.Analysis` and never open a
+capture. Credentials are redacted by default (:mod:`wsanalyze.redact`); HTML is
+rendered by jinja2 with autoescaping, so every string from a capture is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .catalogue import CATALOGUE
+from .model import Direction, Opcode, Severity
+from .redact import Redactor
+
+C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+SCHEMA = "wsanalyze/1"
+_FRAME_KEYS = ("text", "binary", "continuation", "ping", "pong", "close")
+_MESSAGE_KEYS = ("text", "binary", "ping", "pong", "close")
+
+
+def iso(ts_ns: int | None) -> str | None:
+    """ISO 8601 UTC with microseconds (``2026-11-21T12:00:00.123456Z``)."""
+    if ts_ns is None:
+        return None
+    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ts_ns % 1_000_000_000:09d}"[:7] + "Z"
+
+
+def _s(b: bytes | None) -> str | None:
+    return None if b is None else b.decode("latin-1")
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0, "p50": None, "p95": None, "max": None}
+    arr = np.asarray(values)
+    return {
+        "count": len(values),
+        "p50": round(float(np.percentile(arr, 50)), 3),
+        "p95": round(float(np.percentile(arr, 95)), 3),
+        "max": round(float(arr.max()), 3),
+    }
+
+
+def _headers(r: Redactor, headers) -> list[list[str | None]]:
+    return [[_s(n), r.header(_s(n) or "", _s(v))] for n, v in headers]
+
+
+def _connection_json(a, r: Redactor) -> dict[str, Any]:
+    t = a.tcp
+    hs = a.handshake
+    req = hs.request if hs else (a.requests[0] if a.requests else None)
+    resp = hs.response if hs else (a.responses[0] if a.responses else None)
+    frames = {d.label: dict.fromkeys(_FRAME_KEYS, 0) for d in Direction}
+    for (d, op), n in a.frame_counts.items():
+        name = Opcode.name_of(op)
+        if name in frames[Direction(d).label]:
+            frames[Direction(d).label][name] += n
+    messages = {d.label: dict.fromkeys(_MESSAGE_KEYS, 0) for d in Direction}
+    close: dict[str, Any] = {d.label: None for d in Direction}
+    for m in a.messages:
+        name = Opcode.name_of(m.opcode)
+        if name in messages[m.direction.label]:
+            messages[m.direction.label][name] += 1
+        if m.opcode == Opcode.CLOSE and close[m.direction.label] is None:
+            close[m.direction.label] = {
+                "code": m.close_code,
+                "reason": r.text(m.close_reason.decode("utf-8", "replace"))
+                if m.close_reason is not None
+                else None,
+            }
+    ends = (t.client, t.server)
+    fins = [(ts, d) for d, ts in enumerate(t.fin_ts_ns) if ts is not None]
+    return {
+        "id": a.id,
+        "capture": a.role,
+        "src": str(t.client),
+        "dst": str(t.server),
+        "websocket": a.websocket,
+        "request": None
+        if req is None
+        else {
+            "method": _s(req.method),
+            "target": r.target(_s(req.target)),
+            "version": _s(req.version),
+            "headers": _headers(r, req.headers),
+        },
+        "response": None
+        if resp is None
+        else {
+            "status": resp.status,
+            "reason": _s(resp.reason),
+            "headers": _headers(r, resp.headers),
+        },
+        "subprotocol": hs.subprotocol if hs else None,
+        "extensions": [n for n, _ in hs.extensions] if hs and hs.extensions else None,
+        "frames": frames,
+        "messages": messages,
+        "close": close,
+        "tcp": {
+            "first_fin_from": str(ends[min(fins)[1]]) if fins else None,
+            "rst_from": [str(ends[d]) for d, ts in enumerate(t.rst_ts_ns) if ts is not None],
+            "gaps": t.gaps[0] + t.gaps[1],
+            "gap_bytes": t.gap_bytes[0] + t.gap_bytes[1],
+            "syn_seen": t.syn_seen,
+        },
+        "first_ts": iso(t.first_ts_ns),
+        "last_ts": iso(t.last_ts_ns),
+        "bytes": {
+            d.label: {
+                "decoded": a.bytes[d].decoded,
+                "gap": a.bytes[d].gap,
+                "undecodable": a.bytes[d].undecodable,
+            }
+            for d in Direction
+        },
+    }
+
+
+def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
+    """The JSON report as a dict (schema ``wsanalyze/1``, documented in docs/json.md)."""
+    r = Redactor(redact)
+    corr = analysis.correlation
+    theta = corr.clock_offset if corr else None
+    theta_ns = theta.estimate_ns if theta else 0
+    pairs = []
+    for p in corr.pairs if corr else []:
+        delays: list[list[float]] = [[], []]
+        for m in p.matches:
+            delays[m.direction].append(m.delay_ns(theta_ns) / 1e6)
+        pairs.append(
+            {
+                "id": p.id,
+                "client": p.client.id,
+                "server": p.server.id,
+                "confidence": p.confidence,
+                "evidence": list(p.evidence),
+                "header_changes": [
+                    {
+                        "message": h.message,
+                        "change": h.change,
+                        "name": h.name,
+                        "client_value": r.header(h.name, h.client_value),
+                        "server_value": r.header(h.name, h.server_value),
+                    }
+                    for h in p.header_changes
+                ],
+                "messages_matched": len(p.matches),
+                "proxy_delay_ms": {d.label: _stats(delays[d]) for d in Direction},
+            }
+        )
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "wsanalyze", "version": __version__},
+        "redacted": redact,
+        "captures": [
+            {
+                "role": c.role,
+                "path": c.path,
+                "packets": c.packets,
+                "first_ts": iso(c.first_ts_ns),
+                "last_ts": iso(c.last_ts_ns),
+            }
+            for c in analysis.captures
+        ],
+        "connections": [_connection_json(a, r) for c in analysis.captures for a in c.connections],
+        "pairs": pairs,
+        "clock_offset_ms": None
+        if theta is None
+        else {
+            "estimate": round(theta.estimate_ns / 1e6, 3),
+            "low": None if theta.low_ns is None else round(theta.low_ns / 1e6, 3),
+            "high": None if theta.high_ns is None else round(theta.high_ns / 1e6, 3),
+            "imposed": theta.imposed,
+        },
+        "findings": [
+            {
+                "code": f.code,
+                "severity": Severity(f.severity).label,
+                "detail": r.text(f.detail),
+                "connections": list(f.connections),
+                "packets": list(f.packets),
+                "reference": CATALOGUE[f.code].reference,
+            }
+            for f in sorted(analysis.finding_list, key=lambda f: (-f.severity, f.ts_ns or 0))
+        ],
+    }
+
+
+# --- sections shared by Markdown, HTML and the terminal -------------------------
+
+
+def _verdict(analysis) -> list[dict[str, Any]]:
+    """Findings grouped by code, worst first: what the report opens with."""
+    groups: dict[str, list] = {}
+    for f in analysis.finding_list:
+        groups.setdefault(f.code, []).append(f)
+    out = []
+    for code, fs in sorted(groups.items(), key=lambda kv: (-kv[1][0].severity, kv[0])):
+        entry = CATALOGUE[code]
+        out.append(
+            {
+                "code": code,
+                "severity": Severity(fs[0].severity).label,
+                "count": len(fs),
+                "detail": fs[0].detail,
+                "connections": sorted({c for f in fs for c in f.connections}),
+                "packets": sorted({p for f in fs for p in f.packets})[:12],
+                "reference": entry.reference,
+                "check": entry.check,
+            }
+        )
+    return out
+
+
+def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
+    """The report's content as plain values: verdict, captures, pairs (with header
+    changes and delay statistics), connections and the finding legend. Markdown,
+    HTML and the terminal summary all render this one structure."""
+    doc = to_json(analysis, redact=redact)
+    r = Redactor(redact)
+    verdict = _verdict(analysis)
+    for v in verdict:
+        v["detail"] = r.text(v["detail"])
+    conns = {c["id"]: c for c in doc["connections"]}
+    for p in doc["pairs"]:
+        p["client_conn"] = conns[p["client"]]
+        p["server_conn"] = conns[p["server"]]
+    used = {v["code"] for v in verdict}
+    legend = [
+        {
+            "code": e.code,
+            "severity": e.severity.label,
+            "reference": e.reference,
+            "explanation": e.explanation,
+            "check": e.check,
+        }
+        for e in CATALOGUE.values()
+        if e.code in used
+    ]
+    paired = {p["client"] for p in doc["pairs"]} | {p["server"] for p in doc["pairs"]}
+    return {
+        "doc": doc,
+        "verdict": verdict,
+        "pairs": doc["pairs"],
+        "unpaired": [c for c in doc["connections"] if c["id"] not in paired],
+        "legend": legend,
+        "two_captures": analysis.server is not None,
+    }
+
+
+def _target(c: dict[str, Any]) -> str:
+    req = c["request"]
+    return f"{req['method']} {req['target']}" if req else "(no request)"
+
+
+def _status(c: dict[str, Any]) -> str:
+    resp = c["response"]
+    return f"{resp['status']} {resp['reason']}" if resp else "no response"
+
+
+def _close(c: dict[str, Any]) -> str:
+    parts = []
+    for d in ("client_to_server", "server_to_client"):
+        cl = c["close"][d]
+        if cl is not None:
+            who = "client" if d == "client_to_server" else "server"
+            parts.append(
+                f"{who} sent close {cl['code'] if cl['code'] is not None else '(no code)'}"
+                + (f" '{cl['reason']}'" if cl["reason"] else "")
+            )
+    if c["tcp"]["first_fin_from"]:
+        parts.append(f"first FIN from {c['tcp']['first_fin_from']}")
+    if c["tcp"]["rst_from"]:
+        parts.append("RST from " + ", ".join(c["tcp"]["rst_from"]))
+    return "; ".join(parts) or "still open at end of capture"
+
+
+def _delay(p: dict[str, Any], d: str) -> str:
+    s = p["proxy_delay_ms"][d]
+    if not s["count"]:
+        return "-"
+    return f"n={s['count']} p50={s['p50']:.3f} p95={s['p95']:.3f} max={s['max']:.3f}"
+
+
+def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
+    """The terminal summary: captures, connections, pairs, header changes, proxy delay,
+    findings. Plain text; long lists are cut with a note."""
+    sec = sections(analysis, redact=redact)
+    doc = sec["doc"]
+    lines: list[str] = []
+    out = lines.append
+    out("Captures")
+    for c in doc["captures"]:
+        out(
+            f"  {c['role']:<6} {c['path']}  packets={c['packets']}  "
+            f"{c['first_ts'] or '-'} .. {c['last_ts'] or '-'}"
+        )
+    out("")
+    out(f"Connections carrying HTTP/WebSocket: {len(doc['connections'])}")
+    for c in doc["connections"][:max_rows]:
+        ws = "websocket" if c["websocket"] else "http"
+        out(f"  {c['id']:<10} {c['src']} -> {c['dst']}  {_target(c)}  -> {_status(c)}  [{ws}]")
+    if len(doc["connections"]) > max_rows:
+        out(f"  ... {len(doc['connections']) - max_rows} more (see --json or the tables)")
+    if sec["two_captures"]:
+        out("")
+        theta = doc["clock_offset_ms"]
+        if theta:
+            out(
+                f"Clock offset (server capture - client capture): {theta['estimate']:.3f} ms "
+                f"(bounds {theta['low']} .. {theta['high']} ms"
+                + (", imposed" if theta["imposed"] else "")
+                + ")"
+            )
+        out(f"Pairs (client side <-> server side): {len(sec['pairs'])}")
+        for p in sec["pairs"][:max_rows]:
+            cc, sc = p["client_conn"], p["server_conn"]
+            out(
+                f"  {p['id']}: {cc['id']} {cc['src']} -> {cc['dst']}  <=>  "
+                f"{sc['id']} {sc['src']} -> {sc['dst']}  confidence={p['confidence']:.2f} "
+                f"({', '.join(p['evidence'])})"
+            )
+            out(f"    {_target(cc)}: client leg {_status(cc)}, server leg {_status(sc)}")
+            for h in p["header_changes"]:
+                out(
+                    f"    {h['message']} header {h['change']}: {h['name']}: "
+                    f"{h['client_value']!r} -> {h['server_value']!r}"
+                )
+            out(
+                f"    proxy delay ms c->s: {_delay(p, 'client_to_server')}; "
+                f"s->c: {_delay(p, 'server_to_client')}"
+            )
+            out(f"    close: client leg: {_close(cc)}; server leg: {_close(sc)}")
+        if len(sec["pairs"]) > max_rows:
+            out(f"  ... {len(sec['pairs']) - max_rows} more pairs")
+        unpaired = [c["id"] for c in sec["unpaired"]]
+        if unpaired:
+            out(
+                f"  unpaired: {', '.join(unpaired[:max_rows])}"
+                + (" ..." if len(unpaired) > max_rows else "")
+            )
+    out("")
+    out(f"Findings: {len(doc['findings'])}")
+    for v in sec["verdict"][:max_rows]:
+        where = ", ".join(v["connections"][:4])
+        pk = ",".join(map(str, v["packets"][:6]))
+        out(
+            f"  [{v['severity']}] {v['code']} x{v['count']}: {v['detail']}"
+            + (f"  ({where}" + (f"; packets {pk}" if pk else "") + ")" if where or pk else "")
+        )
+        if v["check"] and v["severity"] != "info":
+            out(f"      check: {v['check']}")
+    if not redact:
+        out("")
+        out("NOTE: credentials are NOT redacted (--no-redact).")
+    return "\n".join(lines) + "\n"
+
+
+# --- Markdown ----------------------------------------------------------------------
+
+
+def _md(text: Any) -> str:
+    """A Markdown table cell: pipes and newlines escaped, backticks neutralised."""
+    s = "" if text is None else str(text)
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")
+
+
+def render_markdown(analysis, *, redact: bool = True) -> str:
+    """The Markdown report: verdict, pairs with header changes and delays,
+    connections, findings legend. Pastes into GitHub, GitLab and Jira tickets."""
+    sec = sections(analysis, redact=redact)
+    doc = sec["doc"]
+    L: list[str] = []
+    L.append("# wsanalyze report")
+    L.append("")
+    L.append("| capture | path | packets | first | last |")
+    L.append("|---|---|---|---|---|")
+    for c in doc["captures"]:
+        L.append(
+            f"| {c['role']} | {_md(c['path'])} | {c['packets']} | {c['first_ts']} | "
+            f"{c['last_ts']} |"
+        )
+    L.append("")
+    L.append("## Verdict")
+    L.append("")
+    if not sec["verdict"]:
+        L.append("No findings.")
+    else:
+        L.append("| severity | finding | count | detail | connections | packets |")
+        L.append("|---|---|---|---|---|---|")
+        for v in sec["verdict"]:
+            L.append(
+                f"| {v['severity']} | `{v['code']}` | {v['count']} | {_md(v['detail'])} | "
+                f"{_md(', '.join(v['connections'][:6]))} | "
+                f"{_md(', '.join(map(str, v['packets'][:8])))} |"
+            )
+    if sec["two_captures"]:
+        L.append("")
+        L.append("## Pairs")
+        theta = doc["clock_offset_ms"]
+        if theta:
+            L.append("")
+            L.append(
+                f"Clock offset (server capture − client capture): **{theta['estimate']} ms** "
+                f"(bounds {theta['low']} … {theta['high']} ms)."
+            )
+        for p in sec["pairs"]:
+            cc, sc = p["client_conn"], p["server_conn"]
+            L.append("")
+            L.append(f"### {p['id']}: {_md(_target(cc))}")
+            L.append("")
+            L.append("| leg | connection | src → dst | status | close |")
+            L.append("|---|---|---|---|---|")
+            L.append(
+                f"| client | {cc['id']} | {cc['src']} → {cc['dst']} | {_md(_status(cc))} | "
+                f"{_md(_close(cc))} |"
+            )
+            L.append(
+                f"| server | {sc['id']} | {sc['src']} → {sc['dst']} | {_md(_status(sc))} | "
+                f"{_md(_close(sc))} |"
+            )
+            L.append("")
+            L.append(
+                f"Confidence {p['confidence']:.2f} — evidence: {_md(', '.join(p['evidence']))}"
+            )
+            L.append("")
+            L.append(
+                f"Proxy delay (ms): client→server {_delay(p, 'client_to_server')}; "
+                f"server→client {_delay(p, 'server_to_client')}"
+            )
+            if p["header_changes"]:
+                L.append("")
+                L.append("| message | change | header | client leg | server leg |")
+                L.append("|---|---|---|---|---|")
+                for h in p["header_changes"]:
+                    L.append(
+                        f"| {h['message']} | {h['change']} | {_md(h['name'])} | "
+                        f"{_md(h['client_value'])} | {_md(h['server_value'])} |"
+                    )
+        if sec["unpaired"]:
+            L.append("")
+            L.append("Unpaired connections: " + ", ".join(c["id"] for c in sec["unpaired"]))
+    L.append("")
+    L.append("## Connections")
+    L.append("")
+    L.append("| id | src → dst | request | status | websocket | subprotocol | close |")
+    L.append("|---|---|---|---|---|---|---|")
+    for c in doc["connections"]:
+        L.append(
+            f"| {c['id']} | {c['src']} → {c['dst']} | {_md(_target(c))} | "
+            f"{_md(_status(c))} | {'yes' if c['websocket'] else 'no'} | "
+            f"{_md(c['subprotocol'] or '')} | {_md(_close(c))} |"
+        )
+    if sec["legend"]:
+        L.append("")
+        L.append("## Finding codes")
+        L.append("")
+        L.append("| code | severity | reference | meaning | what to check |")
+        L.append("|---|---|---|---|---|")
+        for e in sec["legend"]:
+            L.append(
+                f"| `{e['code']}` | {e['severity']} | {_md(e['reference'])} | "
+                f"{_md(e['explanation'])} | {_md(e['check'])} |"
+            )
+    L.append("")
+    L.append("Credentials redacted." if redact else "**Credentials NOT redacted (--no-redact).**")
+    return "\n".join(L) + "\n"
+
+
+# --- HTML --------------------------------------------------------------------------
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def render_html(analysis, *, redact: bool = True, max_ladders: int = 10) -> str:
+    """One self-contained HTML file (charts embedded as PNG data URIs, no network
+    fetch), rendered by jinja2 with autoescaping."""
+    import jinja2
+
+    from . import charts, tables
+
+    sec = sections(analysis, redact=redact)
+    images: dict[str, str] = {}
+    pair_ids = [p["id"] for p in sec["pairs"]]
+    for pid in pair_ids[:max_ladders]:
+        ev = tables.ladder_table(analysis.correlation, pid)
+        images[pid] = _png(charts.plot_ladder(ev, title=pid))
+    delay_chart = None
+    if len(analysis.message_matches):
+        delay_chart = _png(charts.plot_proxy_delay(analysis.message_matches))
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("wsanalyze", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["target"] = _target
+    env.filters["status"] = _status
+    env.filters["close"] = _close
+    env.filters["delay"] = _delay
+    return env.get_template("report.html.j2").render(
+        sec=sec,
+        doc=sec["doc"],
+        images=images,
+        delay_chart=delay_chart,
+        redact=redact,
+        version=__version__,
+        more_ladders=max(0, len(pair_ids) - max_ladders),
+    )

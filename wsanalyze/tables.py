@@ -1,0 +1,513 @@
+"""pandas DataFrames of an analysis, one declared schema per table.
+
+Every table is tidy and long: one row per connection, frame, message, pair,
+header change, message match or finding. Timestamps are ``datetime64[ns, UTC]``;
+sizes are bytes (``*_bytes``); delays are milliseconds (``*_ms``, float64);
+``direction`` is categorical ``client_to_server`` / ``server_to_client`` relative
+to each leg's own client. Empty input gives an empty DataFrame with the declared
+columns and dtypes, never None.
+
+This module never opens a capture: it reads the values the pipeline produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .catalogue import CATALOGUE
+from .correlate import ClockOffset, Correlation
+from .model import Direction, Finding, Opcode, Severity
+from .pipeline import CaptureAnalysis
+
+C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
+
+TS = "datetime64[ns, UTC]"
+DIRECTION = pd.CategoricalDtype(["client_to_server", "server_to_client"])
+CAPTURE = pd.CategoricalDtype(["client", "server"])
+OPCODE = pd.CategoricalDtype(
+    ["continuation", "text", "binary", "close", "ping", "pong"]
+    + [f"reserved_{v:#x}" for v in (3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF)]
+)
+SEVERITY = pd.CategoricalDtype(["info", "warning", "error"], ordered=True)
+HEADER_MESSAGE = pd.CategoricalDtype(["request", "response"])
+CHANGE = pd.CategoricalDtype(["added", "removed", "modified"])
+STR = "string"
+
+CONNECTIONS: dict[str, Any] = {
+    "connection_id": STR,  # unique across both captures, e.g. "client-3"
+    "capture": CAPTURE,
+    "tcp_index": "int64",  # 1-based TCP connection number in its capture
+    "client": STR,  # "ip:port" of the side that opened the TCP connection
+    "server": STR,
+    "first_ts": TS,
+    "last_ts": TS,
+    "syn_seen": "bool",
+    "rtt_ms": "float64",  # SYN → ACK of the TCP handshake at the capture point; NaN if unseen
+    "method": STR,
+    "target": STR,
+    "http_version": STR,
+    "status": "Int64",  # status of the WebSocket handshake response (or first response)
+    "requests": "int64",
+    "websocket": "bool",  # RFC 6455 §4.2.2 handshake succeeded
+    "subprotocol": STR,
+    "extensions": STR,
+    "client_to_server_bytes": "int64",  # TCP payload bytes delivered
+    "server_to_client_bytes": "int64",
+    "client_to_server_frames": "int64",
+    "server_to_client_frames": "int64",
+    "client_to_server_messages": "int64",
+    "server_to_client_messages": "int64",
+    "close_code_client_to_server": "Int64",  # first close frame's code each way
+    "close_code_server_to_client": "Int64",
+    "first_close_from": DIRECTION,  # who sent the first close frame
+    "first_fin_from": STR,  # "ip:port" or NA
+    "rst_from": STR,  # "ip:port[, ip:port]" or NA
+    "gaps": "int64",
+    "gap_bytes": "int64",
+    "undecodable_bytes": "int64",
+    "findings": "int64",
+}
+
+FRAMES: dict[str, Any] = {
+    "connection_id": STR,
+    "capture": CAPTURE,
+    "direction": DIRECTION,
+    "ts": TS,  # packet carrying the frame's last byte
+    "first_ts": TS,
+    "first_packet": "int64",
+    "last_packet": "int64",
+    "offset": "int64",  # stream offset of the first header byte, bytes
+    "fin": "bool",
+    "rsv1": "bool",
+    "rsv2": "bool",
+    "rsv3": "bool",
+    "opcode": OPCODE,
+    "masked": "bool",
+    "masking_key": STR,  # hex, NA when unmasked
+    "header_bytes": "int64",
+    "payload_bytes": "int64",  # as declared (RFC 6455 §5.2)
+    "complete": "bool",
+}
+
+MESSAGES: dict[str, Any] = {
+    "connection_id": STR,
+    "capture": CAPTURE,
+    "direction": DIRECTION,
+    "message_index": "int64",  # index in the connection's messages (time order)
+    "ts": TS,  # last byte
+    "first_ts": TS,
+    "opcode": OPCODE,
+    "frame_count": "int64",
+    "payload_bytes": "int64",  # reassembled (RFC 6455 §5.4)
+    "digest": STR,  # BLAKE2b-128 hex of the payload
+    "preview": STR,  # first bytes: text as UTF-8 (replacement chars), binary as hex
+    "close_code": "Int64",
+    "close_reason": STR,
+    "utf8_valid": "boolean",
+    "complete": "bool",
+    "first_packet": "int64",
+    "last_packet": "int64",
+}
+
+PAIRS: dict[str, Any] = {
+    "pair_id": STR,
+    "client_connection_id": STR,
+    "server_connection_id": STR,
+    "confidence": "float64",  # 0..1
+    "score": "float64",
+    "evidence": STR,  # comma-separated evidence names
+    "client": STR,  # the client on the client leg, "ip:port"
+    "proxy_listener": STR,  # what the client connected to
+    "proxy_source": STR,  # the proxy's source on the server leg
+    "server": STR,
+    "target": STR,
+    "client_status": "Int64",
+    "server_status": "Int64",
+    "websocket_client": "bool",
+    "websocket_server": "bool",
+    "messages_matched": "int64",
+    "header_changes": "int64",
+    "client_to_server_delay_p50_ms": "float64",
+    "server_to_client_delay_p50_ms": "float64",
+}
+
+HEADER_CHANGES: dict[str, Any] = {
+    "pair_id": STR,
+    "client_connection_id": STR,
+    "server_connection_id": STR,
+    "message": HEADER_MESSAGE,
+    "change": CHANGE,  # in the direction of travel of the message
+    "name": STR,
+    "client_value": STR,
+    "server_value": STR,
+}
+
+MESSAGE_MATCHES: dict[str, Any] = {
+    "pair_id": STR,
+    "direction": DIRECTION,
+    "client_connection_id": STR,
+    "server_connection_id": STR,
+    "client_message_index": "int64",
+    "server_message_index": "int64",
+    "opcode": OPCODE,
+    "payload_bytes": "int64",
+    "client_ts": TS,  # on the client capture's clock
+    "server_ts": TS,  # on the server capture's clock
+    "proxy_delay_ms": "float64",  # corrected by the clock offset
+}
+
+FINDINGS: dict[str, Any] = {
+    "code": STR,
+    "severity": SEVERITY,
+    "reference": STR,  # RFC section or "heuristic"
+    "detail": STR,
+    "connections": STR,  # comma-separated connection ids
+    "packets": STR,  # comma-separated packet numbers
+    "direction": DIRECTION,
+    "offset": "Int64",
+    "ts": TS,
+}
+
+SCHEMAS = {
+    "connections": CONNECTIONS,
+    "frames": FRAMES,
+    "messages": MESSAGES,
+    "pairs": PAIRS,
+    "header_changes": HEADER_CHANGES,
+    "message_matches": MESSAGE_MATCHES,
+    "findings": FINDINGS,
+}
+
+
+def _frame(columns: dict[str, list[Any] | np.ndarray], schema: dict[str, Any]) -> pd.DataFrame:
+    """Build a DataFrame with exactly ``schema``'s columns and dtypes."""
+    data = {}
+    for name, dtype in schema.items():
+        values = columns.get(name, [])
+        if dtype == TS:
+            data[name] = (
+                pd.to_datetime(pd.array(values, dtype="Int64"), unit="ns", utc=True).astype(TS)
+                if len(values)
+                else pd.Series([], dtype=TS)
+            )
+        else:
+            data[name] = (
+                pd.Series(values, dtype=dtype) if len(values) else pd.Series([], dtype=dtype)
+            )
+    return pd.DataFrame(
+        {k: v.reset_index(drop=True) if isinstance(v, pd.Series) else v for k, v in data.items()}
+    )
+
+
+def _opcode_names(values: Iterable[int]) -> list[str]:
+    names = {v: Opcode.name_of(v) for v in range(16)}
+    return [names[v] for v in values]
+
+
+def _dir_labels(values: Iterable[int]) -> list[str]:
+    return ["client_to_server" if v == 0 else "server_to_client" for v in values]
+
+
+def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
+    """One row per TCP connection carrying HTTP/1.x or WebSocket, both captures;
+    columns and dtypes in :data:`CONNECTIONS`."""
+    cols: dict[str, list[Any]] = {k: [] for k in CONNECTIONS}
+    for cap in captures:
+        for a in cap.connections:
+            t = a.tcp
+            hs = a.handshake
+            req = hs.request if hs else (a.requests[0] if a.requests else None)
+            resp = hs.response if hs else (a.responses[0] if a.responses else None)
+            first_close: dict[int, int | None] = {}
+            first_close_ts: dict[int, int] = {}
+            msgs = [0, 0]
+            for m in a.messages:
+                msgs[m.direction] += 1
+                if m.opcode == Opcode.CLOSE and m.direction not in first_close:
+                    first_close[m.direction] = m.close_code
+                    first_close_ts[m.direction] = m.ts_ns
+            fins = [(ts, d) for d, ts in enumerate(t.fin_ts_ns) if ts is not None]
+            rsts = [d for d, ts in enumerate(t.rst_ts_ns) if ts is not None]
+            ends = (t.client, t.server)
+            frames = [0, 0]
+            for (d, _op), n in a.frame_counts.items():
+                frames[d] += n
+            row = {
+                "connection_id": a.id,
+                "capture": cap.role,
+                "tcp_index": t.index,
+                "client": str(t.client),
+                "server": str(t.server),
+                "first_ts": t.first_ts_ns,
+                "last_ts": t.last_ts_ns,
+                "syn_seen": t.syn_seen,
+                "rtt_ms": (t.rtt_ns / 1e6) if t.rtt_ns is not None else np.nan,
+                "method": req.method.decode("latin-1") if req else None,
+                "target": req.target.decode("latin-1") if req else None,
+                "http_version": req.version.decode("latin-1") if req else None,
+                "status": resp.status if resp else None,
+                "requests": len(a.requests),
+                "websocket": a.websocket,
+                "subprotocol": hs.subprotocol if hs else None,
+                "extensions": ", ".join(n for n, _ in hs.extensions)
+                if hs and hs.extensions
+                else None,
+                "client_to_server_bytes": t.bytes[0],
+                "server_to_client_bytes": t.bytes[1],
+                "client_to_server_frames": frames[0],
+                "server_to_client_frames": frames[1],
+                "client_to_server_messages": msgs[0],
+                "server_to_client_messages": msgs[1],
+                "close_code_client_to_server": first_close.get(0),
+                "close_code_server_to_client": first_close.get(1),
+                "first_close_from": _dir_labels([min(first_close_ts, key=first_close_ts.get)])[0]
+                if first_close_ts
+                else None,
+                "first_fin_from": str(ends[min(fins)[1]]) if fins else None,
+                "rst_from": ", ".join(str(ends[d]) for d in rsts) or None,
+                "gaps": t.gaps[0] + t.gaps[1],
+                "gap_bytes": t.gap_bytes[0] + t.gap_bytes[1],
+                "undecodable_bytes": a.bytes[0].undecodable + a.bytes[1].undecodable,
+                "findings": len(a.findings),
+            }
+            for k, v in row.items():
+                cols[k].append(v)
+    return _frame(cols, CONNECTIONS)
+
+
+def frames_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
+    """One row per WebSocket frame (RFC 6455 §5.2); columns in :data:`FRAMES`."""
+    parts = []
+    for cap in captures:
+        f = cap.frames
+        n = len(f)
+        if not n:
+            continue
+        cols: dict[str, Any] = {
+            "connection_id": f.connection,
+            "capture": [cap.role] * n,
+            "direction": _dir_labels(f.direction),
+            "ts": f.ts_ns,
+            "first_ts": f.first_ts_ns,
+            "first_packet": f.first_packet,
+            "last_packet": f.last_packet,
+            "offset": f.offset,
+            "fin": f.fin,
+            "rsv1": f.rsv1,
+            "rsv2": f.rsv2,
+            "rsv3": f.rsv3,
+            "opcode": _opcode_names(f.opcode),
+            "masked": f.masked,
+            "masking_key": f.masking_key,
+            "header_bytes": f.header_len,
+            "payload_bytes": f.payload_len,
+            "complete": f.complete,
+        }
+        parts.append(_frame(cols, FRAMES))
+    if not parts:
+        return _frame({}, FRAMES)
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def preview_text(opcode: int, preview: bytes) -> str:
+    """A printable preview: text as UTF-8 with replacement characters, binary as hex."""
+    if opcode in (Opcode.TEXT, Opcode.CLOSE):
+        return preview.decode("utf-8", "replace")
+    return preview[:64].hex()
+
+
+def messages_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
+    """One row per WebSocket message or control frame; columns in :data:`MESSAGES`."""
+    cols: dict[str, list[Any]] = {k: [] for k in MESSAGES}
+    for cap in captures:
+        for a in cap.connections:
+            for i, m in enumerate(a.messages):
+                cols["connection_id"].append(a.id)
+                cols["capture"].append(cap.role)
+                cols["direction"].append(m.direction.label)
+                cols["message_index"].append(i)
+                cols["ts"].append(m.ts_ns)
+                cols["first_ts"].append(m.first_ts_ns)
+                cols["opcode"].append(Opcode.name_of(m.opcode))
+                cols["frame_count"].append(m.frame_count)
+                cols["payload_bytes"].append(m.payload_len)
+                cols["digest"].append(m.digest.hex())
+                cols["preview"].append(preview_text(m.opcode, m.preview))
+                cols["close_code"].append(m.close_code)
+                cols["close_reason"].append(
+                    m.close_reason.decode("utf-8", "replace")
+                    if m.close_reason is not None
+                    else None
+                )
+                cols["utf8_valid"].append(m.utf8_valid)
+                cols["complete"].append(m.complete)
+                cols["first_packet"].append(m.first_packet)
+                cols["last_packet"].append(m.last_packet)
+    return _frame(cols, MESSAGES)
+
+
+def _p50(values: list[float]) -> float:
+    return float(np.median(values)) if values else np.nan
+
+
+def pairs_table(corr: Correlation | None) -> pd.DataFrame:
+    """One row per client-side/server-side pair; columns in :data:`PAIRS`."""
+    cols: dict[str, list[Any]] = {k: [] for k in PAIRS}
+    theta = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
+    for p in corr.pairs if corr else []:
+        c, s = p.client, p.server
+        cresp = c.handshake.response if c.handshake else None
+        sresp = s.handshake.response if s.handshake else None
+        delays: list[list[float]] = [[], []]
+        for m in p.matches:
+            delays[m.direction].append(m.delay_ns(theta) / 1e6)
+        req = c.handshake.request if c.handshake else (c.requests[0] if c.requests else None)
+        row = {
+            "pair_id": p.id,
+            "client_connection_id": c.id,
+            "server_connection_id": s.id,
+            "confidence": p.confidence,
+            "score": p.score,
+            "evidence": ", ".join(p.evidence),
+            "client": str(c.tcp.client),
+            "proxy_listener": str(c.tcp.server),
+            "proxy_source": str(s.tcp.client),
+            "server": str(s.tcp.server),
+            "target": req.target.decode("latin-1") if req else None,
+            "client_status": cresp.status if cresp else None,
+            "server_status": sresp.status if sresp else None,
+            "websocket_client": c.websocket,
+            "websocket_server": s.websocket,
+            "messages_matched": len(p.matches),
+            "header_changes": len(p.header_changes),
+            "client_to_server_delay_p50_ms": _p50(delays[0]),
+            "server_to_client_delay_p50_ms": _p50(delays[1]),
+        }
+        for k, v in row.items():
+            cols[k].append(v)
+    return _frame(cols, PAIRS)
+
+
+def header_changes_table(corr: Correlation | None) -> pd.DataFrame:
+    """One row per header field added, removed or modified by the proxy; columns in
+    :data:`HEADER_CHANGES`."""
+    cols: dict[str, list[Any]] = {k: [] for k in HEADER_CHANGES}
+    for p in corr.pairs if corr else []:
+        for h in p.header_changes:
+            cols["pair_id"].append(p.id)
+            cols["client_connection_id"].append(p.client.id)
+            cols["server_connection_id"].append(p.server.id)
+            cols["message"].append(h.message)
+            cols["change"].append(h.change)
+            cols["name"].append(h.name)
+            cols["client_value"].append(h.client_value)
+            cols["server_value"].append(h.server_value)
+    return _frame(cols, HEADER_CHANGES)
+
+
+def message_matches_table(corr: Correlation | None) -> pd.DataFrame:
+    """One row per message seen on both legs, with the proxy delay corrected by the
+    clock offset; columns in :data:`MESSAGE_MATCHES`."""
+    cols: dict[str, list[Any]] = {k: [] for k in MESSAGE_MATCHES}
+    offset: ClockOffset | None = corr.clock_offset if corr else None
+    theta = offset.estimate_ns if offset else 0
+    for p in corr.pairs if corr else []:
+        for m in p.matches:
+            cols["pair_id"].append(p.id)
+            cols["direction"].append(m.direction.label)
+            cols["client_connection_id"].append(p.client.id)
+            cols["server_connection_id"].append(p.server.id)
+            cols["client_message_index"].append(m.client_index)
+            cols["server_message_index"].append(m.server_index)
+            cols["opcode"].append(Opcode.name_of(m.opcode))
+            cols["payload_bytes"].append(m.payload_len)
+            cols["client_ts"].append(m.client_ts_ns)
+            cols["server_ts"].append(m.server_ts_ns)
+            cols["proxy_delay_ms"].append(m.delay_ns(theta) / 1e6)
+    return _frame(cols, MESSAGE_MATCHES)
+
+
+def findings_table(findings: list[Finding]) -> pd.DataFrame:
+    """One row per finding, worst first; columns in :data:`FINDINGS`."""
+    cols: dict[str, list[Any]] = {k: [] for k in FINDINGS}
+    for f in sorted(findings, key=lambda f: (-f.severity, f.ts_ns or 0)):
+        cols["code"].append(f.code)
+        cols["severity"].append(Severity(f.severity).label)
+        cols["reference"].append(CATALOGUE[f.code].reference if f.code in CATALOGUE else None)
+        cols["detail"].append(f.detail)
+        cols["connections"].append(", ".join(f.connections))
+        cols["packets"].append(", ".join(map(str, f.packets)))
+        cols["direction"].append(f.direction.label if f.direction is not None else None)
+        cols["offset"].append(f.offset)
+        cols["ts"].append(f.ts_ns)
+    return _frame(cols, FINDINGS)
+
+
+LADDER: dict[str, Any] = {
+    "leg": CAPTURE,  # "client" (client ↔ proxy) or "server" (proxy ↔ server)
+    "direction": DIRECTION,
+    "ts": TS,  # on the client capture's clock (server leg corrected by the offset)
+    "kind": STR,  # request, response, text, binary, ping, pong, close, fin, rst
+    "label": STR,
+    "payload_bytes": "Int64",
+}
+
+
+def ladder_table(corr: Correlation | None, pair_id: str, *, max_messages: int = 60) -> pd.DataFrame:
+    """The events of one pair for a ladder diagram (client | proxy | server): both
+    handshakes, messages (the first ``max_messages`` per leg), close frames, FIN and
+    RST, with server-leg times moved onto the client capture's clock by the
+    estimated offset. Columns in :data:`LADDER`; ``df.attrs["omitted"]`` counts
+    messages left out. Raises KeyError for an unknown pair id."""
+    if corr is None:
+        raise KeyError(pair_id)
+    pair = next((p for p in corr.pairs if p.id == pair_id), None)
+    if pair is None:
+        raise KeyError(pair_id)
+    theta = corr.clock_offset.estimate_ns if corr.clock_offset else 0
+    cols: dict[str, list[Any]] = {k: [] for k in LADDER}
+    omitted = 0
+
+    def add(leg: str, d: int, ts: int, kind: str, label: str, size: int | None) -> None:
+        cols["leg"].append(leg)
+        cols["direction"].append(_dir_labels([d])[0])
+        cols["ts"].append(ts)
+        cols["kind"].append(kind)
+        cols["label"].append(label)
+        cols["payload_bytes"].append(size)
+
+    for leg, conn, shift in (("client", pair.client, 0), ("server", pair.server, theta)):
+        for req in conn.requests:
+            add(
+                leg,
+                0,
+                req.ts_ns - shift,
+                "request",
+                f"{req.method.decode('latin-1')} {req.target.decode('latin-1')[:40]}",
+                None,
+            )
+        for resp in conn.responses:
+            add(leg, 1, resp.ts_ns - shift, "response", f"{resp.status}", None)
+        for i, m in enumerate(conn.messages):
+            if i >= max_messages and m.opcode != Opcode.CLOSE:
+                omitted += 1
+                continue
+            name = Opcode.name_of(m.opcode)
+            label = (
+                f"close {m.close_code}" if m.opcode == Opcode.CLOSE else f"{name} {m.payload_len}B"
+            )
+            add(leg, m.direction, m.ts_ns - shift, name, label, m.payload_len)
+        t = conn.tcp
+        for d in (0, 1):
+            if t.fin_ts_ns[d] is not None:
+                add(leg, d, t.fin_ts_ns[d] - shift, "fin", "FIN", None)
+            if t.rst_ts_ns[d] is not None:
+                add(leg, d, t.rst_ts_ns[d] - shift, "rst", "RST", None)
+    df = _frame(cols, LADDER).sort_values("ts", kind="stable").reset_index(drop=True)
+    df.attrs["omitted"] = omitted
+    df.attrs["pair_id"] = pair_id
+    return df
