@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from . import tables
 from .correlate import Correlation, correlate
 from .diagnose import diagnose
 from .model import Finding
 from .pipeline import CaptureAnalysis, analyze_capture
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Analysis:
@@ -57,30 +58,44 @@ class Analysis:
 
     @cached_property
     def connections(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.connections_table(self.captures)
 
     @cached_property
     def frames(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.frames_table(self.captures)
 
     @cached_property
     def messages(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.messages_table(self.captures)
 
     @cached_property
     def pairs(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.pairs_table(self.correlation)
 
     @cached_property
     def header_changes(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.header_changes_table(self.correlation)
 
     @cached_property
     def message_matches(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.message_matches_table(self.correlation)
 
     @cached_property
     def findings(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
         return tables.findings_table(self.finding_list)
 
     def __repr__(self) -> str:

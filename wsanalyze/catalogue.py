@@ -257,3 +257,33 @@ def finding(
         ts_ns=ts_ns,
         connections=connections,
     )
+
+
+def catalogue_markdown() -> str:
+    """docs/findings.md: every finding code with severity, reference, meaning and
+    what to check (regenerate with ``python -m wsanalyze.catalogue > docs/findings.md``)."""
+
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    lines = [
+        "# Finding codes",
+        "",
+        "Generated from `wsanalyze/catalogue.py` by `python -m wsanalyze.catalogue`; "
+        "do not edit by hand.",
+        "",
+        "| code | severity | reference | meaning | what to check |",
+        "|---|---|---|---|---|",
+    ]
+    for e in _ENTRIES:
+        lines.append(
+            f"| `{e.code}` | {e.severity.label} | {cell(e.reference)} | "
+            f"{cell(e.explanation)} | {cell(e.check)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(catalogue_markdown())

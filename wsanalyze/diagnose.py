@@ -21,7 +21,9 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
     """Findings about one pair: the handshake as the proxy forwarded it (RFC 6455
     §4.1, RFC 9110 §7.6.1 and §7.8), and messages not forwarded."""
     out: list[Finding] = []
-    ids = (pair.client.id, pair.server.id)
+    # A finding's packets belong to the capture of its first connection: the
+    # server leg for handshake findings (the evidence is what the proxy sent).
+    ids = (pair.server.id, pair.client.id)
     c_hs, s_hs = pair.client.handshake, pair.server.handshake
     creq = (
         c_hs.request
@@ -45,8 +47,9 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
         if c_hs is not None
         else (pair.client.responses[0] if pair.client.responses else None)
     )
-    packets = (*creq.packets, *sreq.packets, *(sresp.packets if sresp else ()))
+    packets = (*sreq.packets, *(sresp.packets if sresp else ()))
     status = f"{sresp.status} {sresp.reason.decode('latin-1')}" if sresp else "no response"
+    client_pk = f" (client leg request: packet {creq.packets[0]} of the client capture)"
 
     client_wants_ws = b"websocket" in _tokens(creq.headers, b"upgrade") and (
         b"upgrade" in _tokens(creq.headers, b"connection")
@@ -66,7 +69,7 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
                 catalogue.finding(
                     "proxy_upgrade_header_dropped",
                     f"expected=Upgrade: websocket and Connection: Upgrade on the server leg, "
-                    f"found={found} (client leg had them); server answered {status}",
+                    f"found={found}; server answered {status}{client_pk}",
                     packets=packets,
                     connections=ids,
                     ts_ns=sreq.ts_ns,
@@ -97,8 +100,9 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
         out.append(
             catalogue.finding(
                 "proxy_status_changed",
-                f"expected={sresp.status} (server leg), found={cresp.status} (client leg)",
-                packets=(*sresp.packets, *cresp.packets),
+                f"expected={sresp.status} (server leg), found={cresp.status} (client leg, "
+                f"packet {cresp.packets[0]} of the client capture)",
+                packets=sresp.packets,
                 connections=ids,
                 ts_ns=cresp.ts_ns,
             )
@@ -138,7 +142,7 @@ def _not_forwarded(pair: Pair) -> list[Finding]:
                     f"{len(missing)} without a copy (first at packet {missing[0].first_packet})",
                     packets=[m.last_packet for m in missing[:20]],
                     direction=d,
-                    connections=(pair.client.id, pair.server.id),
+                    connections=(src.id, dst.id),
                     ts_ns=missing[0].ts_ns,
                 )
             )

@@ -223,9 +223,9 @@ class Frame:
     """One WebSocket frame, RFC 6455 §5.2.
 
     ``payload`` is the unmasked application data, or None when the frame was
-    larger than the decoder's buffer limit or was cut by a gap (then
-    ``payload_digest`` still covers what was seen, and ``complete`` is False
-    for a cut frame). ``ts_ns`` is the time of the packet carrying the frame's
+    larger than the decoder's buffer limit or was cut by a gap (its bytes then
+    reach the message assembler as :class:`~wsanalyze.frames.PayloadChunk` items,
+    and ``complete`` is False for a cut frame). ``ts_ns`` is the time of the packet carrying the frame's
     last byte; ``first_ts_ns`` that of its first byte.
     """
 

@@ -13,8 +13,6 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
 from . import __version__
 from .catalogue import CATALOGUE
 from .model import Direction, Opcode, Severity
@@ -38,15 +36,24 @@ def _s(b: bytes | None) -> str | None:
     return None if b is None else b.decode("latin-1")
 
 
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of sorted values, linear interpolation between
+    closest ranks (numpy's default method)."""
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
 def _stats(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"count": 0, "p50": None, "p95": None, "max": None}
-    arr = np.asarray(values)
+    v = sorted(values)
     return {
-        "count": len(values),
-        "p50": round(float(np.percentile(arr, 50)), 3),
-        "p95": round(float(np.percentile(arr, 95)), 3),
-        "max": round(float(arr.max()), 3),
+        "count": len(v),
+        "p50": round(percentile(v, 50), 3),
+        "p95": round(percentile(v, 95), 3),
+        "max": round(v[-1], 3),
     }
 
 
@@ -76,6 +83,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
                 "reason": r.text(m.close_reason.decode("utf-8", "replace"))
                 if m.close_reason is not None
                 else None,
+                "ts": iso(m.ts_ns),
             }
     ends = (t.client, t.server)
     fins = [(ts, d) for d, ts in enumerate(t.fin_ts_ns) if ts is not None]
@@ -198,13 +206,31 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
 # --- sections shared by Markdown, HTML and the terminal -------------------------
 
 
+def _evidence(findings: list, limit: int = 4) -> str:
+    """Where to look, per finding: its first connection and that capture's packets."""
+    parts: list[str] = []
+    for f in findings:
+        where = f.connections[0] if f.connections else "capture"
+        pk = ", ".join(map(str, f.packets[:6])) + (" …" if len(f.packets) > 6 else "")
+        part = f"{where} packets {pk}" if pk else where
+        if part not in parts:
+            parts.append(part)
+    if len(parts) > limit:
+        parts[limit:] = [f"and {len(parts) - limit} more"]
+    return "; ".join(parts)
+
+
 def _verdict(analysis) -> list[dict[str, Any]]:
     """Findings grouped by code, worst first: what the report opens with."""
     groups: dict[str, list] = {}
     for f in analysis.finding_list:
         groups.setdefault(f.code, []).append(f)
     out = []
-    for code, fs in sorted(groups.items(), key=lambda kv: (-kv[1][0].severity, kv[0])):
+    # Worst first; at equal severity the diagnosis of the proxy (both legs) leads.
+    def rank(kv: tuple[str, list]) -> tuple[int, bool, str]:
+        return (-kv[1][0].severity, not kv[0].startswith("proxy_"), kv[0])
+
+    for code, fs in sorted(groups.items(), key=rank):
         entry = CATALOGUE[code]
         out.append(
             {
@@ -213,7 +239,7 @@ def _verdict(analysis) -> list[dict[str, Any]]:
                 "count": len(fs),
                 "detail": fs[0].detail,
                 "connections": sorted({c for f in fs for c in f.connections}),
-                "packets": sorted({p for f in fs for p in f.packets})[:12],
+                "evidence": _evidence(fs),
                 "reference": entry.reference,
                 "check": entry.check,
             }
@@ -268,20 +294,31 @@ def _status(c: dict[str, Any]) -> str:
 
 
 def _close(c: dict[str, Any]) -> str:
+    """The close story of one connection in one line: close frames in the order
+    they were sent (RFC 6455 §5.5.1, §7.1.5: 1006 when none arrived), then FIN/RST."""
+    closes = [
+        ("client" if d == "client_to_server" else "server", cl)
+        for d, cl in c["close"].items()
+        if cl is not None
+    ]
+    closes.sort(key=lambda x: x[1]["ts"] or "")
     parts = []
-    for d in ("client_to_server", "server_to_client"):
-        cl = c["close"][d]
-        if cl is not None:
-            who = "client" if d == "client_to_server" else "server"
-            parts.append(
-                f"{who} sent close {cl['code'] if cl['code'] is not None else '(no code)'}"
-                + (f" '{cl['reason']}'" if cl["reason"] else "")
-            )
+    for n, (who, cl) in enumerate(closes):
+        code = cl["code"] if cl["code"] is not None else "(no code)"
+        reason = f" '{cl['reason']}'" if cl["reason"] else ""
+        verb = "sent close" if n == 0 else "answered close"
+        parts.append(f"{who} {verb} {code}{reason}")
+    if c["websocket"] and not closes:
+        parts.append("no close frame (1006 at both ends)")
     if c["tcp"]["first_fin_from"]:
         parts.append(f"first FIN from {c['tcp']['first_fin_from']}")
     if c["tcp"]["rst_from"]:
         parts.append("RST from " + ", ".join(c["tcp"]["rst_from"]))
     return "; ".join(parts) or "still open at end of capture"
+
+
+def _shown(value: str | None) -> str:
+    return "(absent)" if value is None else repr(value)
 
 
 def _delay(p: dict[str, Any], d: str) -> str:
@@ -332,8 +369,8 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
             out(f"    {_target(cc)}: client leg {_status(cc)}, server leg {_status(sc)}")
             for h in p["header_changes"]:
                 out(
-                    f"    {h['message']} header {h['change']}: {h['name']}: "
-                    f"{h['client_value']!r} -> {h['server_value']!r}"
+                    f"    {h['message']} header {h['change']}: {h['name']}  client leg: "
+                    f"{_shown(h['client_value'])}  server leg: {_shown(h['server_value'])}"
                 )
             out(
                 f"    proxy delay ms c->s: {_delay(p, 'client_to_server')}; "
@@ -351,11 +388,9 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
     out("")
     out(f"Findings: {len(doc['findings'])}")
     for v in sec["verdict"][:max_rows]:
-        where = ", ".join(v["connections"][:4])
-        pk = ",".join(map(str, v["packets"][:6]))
         out(
             f"  [{v['severity']}] {v['code']} x{v['count']}: {v['detail']}"
-            + (f"  ({where}" + (f"; packets {pk}" if pk else "") + ")" if where or pk else "")
+            + (f"  [{v['evidence']}]" if v["evidence"] else "")
         )
         if v["check"] and v["severity"] != "info":
             out(f"      check: {v['check']}")
@@ -395,13 +430,12 @@ def render_markdown(analysis, *, redact: bool = True) -> str:
     if not sec["verdict"]:
         L.append("No findings.")
     else:
-        L.append("| severity | finding | count | detail | connections | packets |")
-        L.append("|---|---|---|---|---|---|")
+        L.append("| severity | finding | count | detail | evidence |")
+        L.append("|---|---|---|---|---|")
         for v in sec["verdict"]:
             L.append(
                 f"| {v['severity']} | `{v['code']}` | {v['count']} | {_md(v['detail'])} | "
-                f"{_md(', '.join(v['connections'][:6]))} | "
-                f"{_md(', '.join(map(str, v['packets'][:8])))} |"
+                f"{_md(v['evidence'])} |"
             )
     if sec["two_captures"]:
         L.append("")
