@@ -41,11 +41,11 @@ def plot_ladder(
     ``events`` is :func:`wsanalyze.tables.ladder_table` output (columns ``leg``,
     ``direction``, ``ts``, ``kind``, ``label``). Each event is an arrow between the
     lanes of its leg: client-leg events between client and proxy, server-leg events
-    between proxy and server, pointing in the direction of travel. Times are shown
-    in ms from the first event.
+    between proxy and server, pointing in the direction of travel. Rows are events
+    in time order; each arrow is labelled with its time in ms from the first event.
     """
     n = len(events)
-    fig, ax = _axes(ax, (8.0, max(3.0, min(0.28 * n + 1.5, 24.0))))
+    fig, ax = _axes(ax, (8.0, max(3.0, min(0.3 * n + 1.5, 30.0))))
     for name, x in _LANES.items():
         ax.axvline(x, color="#444444", linewidth=1)
         ax.text(
@@ -59,9 +59,10 @@ def plot_ladder(
             fontweight="bold",
         )
     if n:
-        t0 = events["ts"].min()
-        ms = (events["ts"] - t0).dt.total_seconds() * 1000.0
-        for (_, ev), y in zip(events.iterrows(), ms, strict=True):
+        # One row per event, in time order: events microseconds apart (a request
+        # and its echo) stay readable; the time is written on each arrow.
+        ms = (events["ts"] - events["ts"].min()).dt.total_seconds() * 1000.0
+        for y, ((_, ev), t) in enumerate(zip(events.iterrows(), ms, strict=True)):
             left, right = (0.0, 1.0) if ev["leg"] == "client" else (1.0, 2.0)
             start, end = (left, right) if ev["direction"] == "client_to_server" else (right, left)
             colour = _COLOURS.get(ev["kind"], "#333333")
@@ -73,23 +74,24 @@ def plot_ladder(
             )
             ax.text(
                 (left + right) / 2,
-                y,
-                str(ev["label"]),
+                y - 0.08,
+                f"{ev['label']}  @{t:.3f} ms",
                 ha="center",
                 va="bottom",
                 fontsize=7,
                 color=colour,
                 clip_on=True,
             )
-        ax.set_ylim(float(ms.max()) * 1.05 + 0.5, -0.5)
+        ax.set_ylim(n - 0.4, -0.8)
+    ax.set_yticks([])
     ax.set_xlim(-0.2, 2.2)
     ax.set_xticks([])
-    ax.set_ylabel("ms since first event (client capture clock)")
+    ax.set_ylabel("events in time order (ms since the first, client capture clock)")
     omitted = events.attrs.get("omitted", 0)
     heading = title or events.attrs.get("pair_id", "")
     if omitted:
         heading = f"{heading} ({omitted} messages not drawn)"
-    ax.set_title(heading, fontsize=10, pad=18)
+    ax.set_title(heading, fontsize=10, pad=24)
     return fig
 
 
