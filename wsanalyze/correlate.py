@@ -36,6 +36,7 @@ by it.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -225,7 +226,7 @@ def _features(conn: ConnectionAnalysis) -> _Features | None:
     )
 
 
-def _score(c: _Features, s: _Features, theta: ClockOffset | None) -> tuple[float, list[str]]:
+def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, list[str]]:
     score = 0.0
     ev: list[str] = []
     if c.key is not None and c.key == s.key:
@@ -251,28 +252,74 @@ def _score(c: _Features, s: _Features, theta: ClockOffset | None) -> tuple[float
     if c.forwarded and c.client_ip.encode() in s.forwarded:
         score += 0.5
         ev.append("x_forwarded_for")
-    if theta is not None:
-        t = _timing_score(c, s, theta)
-        if t > 0:
+    if timing is not None:
+        t = timing.score(s.request.ts_ns - c.request.ts_ns)
+        if t > 0.01:
             score += t
             ev.append(f"timing({t:.2f})")
     return score, ev
 
 
-def _timing_score(c: _Features, s: _Features, theta: ClockOffset) -> float:
-    """1.0 when the server-side request falls inside the causal window implied by the
-    clock-offset bounds, decaying with the distance outside it (scale 1 s)."""
-    delta = s.request.ts_ns - c.request.ts_ns
-    low = theta.low_ns if theta.low_ns is not None else theta.estimate_ns
-    high = theta.high_ns if theta.high_ns is not None else theta.estimate_ns
-    if low > high:
-        low, high = high, low
-    # The request leaves the proxy after it arrived: Δ ≥ θ ≥ low; allow 1 s of
-    # proxy processing above the upper bound before the score decays.
-    if low <= delta <= high + 1_000_000_000:
-        return 1.0
-    dist = (low - delta) if delta < low else (delta - high - 1_000_000_000)
-    return math.exp(-dist / 1e9)
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """Where the server-side request of a true pair falls relative to the client-side
+    one: ``Δ = t_server − t_client = θ + d`` with d the proxy's forwarding delay
+    (including a new server-side TCP connect). ``low``/``high`` bound the plausible
+    Δ in ns; ``slack`` is the decay scale outside them."""
+
+    low: int
+    high: int
+    slack: int
+
+    def score(self, delta: int) -> float:
+        if self.low <= delta <= self.high:
+            return 1.0
+        dist = (self.low - delta) if delta < self.low else (delta - self.high)
+        return math.exp(-dist / self.slack)
+
+    def window(self) -> tuple[int, int]:
+        """Δ range worth scoring at all (beyond it the score is below 0.01)."""
+        return self.low - 5 * self.slack, self.high + 5 * self.slack
+
+
+_MIN_SLACK = 5_000_000  # 5 ms
+
+
+def _timing_from_anchors(anchors: list[tuple[_Features, _Features]], theta: ClockOffset) -> _Timing:
+    """Plausible Δ range from the clock offset and the forwarding delays of pairs
+    already known (their request Δ minus θ)."""
+    est = theta.estimate_ns
+    lo = theta.low_ns if theta.low_ns is not None else est
+    hi = theta.high_ns if theta.high_ns is not None else est
+    lo, hi = min(lo, hi), max(lo, hi)
+    fwd = [s.request.ts_ns - c.request.ts_ns - est for c, s in anchors]
+    d_max = max([0, *fwd])
+    slack = max(_MIN_SLACK, 2 * d_max)
+    return _Timing(lo - _MIN_SLACK // 5, hi + d_max + slack, slack)
+
+
+def _timing_from_mode(cf: list[_Features], sf: list[_Features]) -> _Timing | None:
+    """Without anchors: the most common request Δ (1 ms bins) over candidates with
+    the same method and path, if it is common enough to mean a clock offset."""
+    by_path: dict[tuple[bytes, bytes], list[int]] = defaultdict(list)
+    for s in sf:
+        by_path[(s.method, s.path)].append(s.request.ts_ns)
+    bins: dict[int, list[int]] = defaultdict(list)
+    budget = 200_000
+    for c in cf:
+        for t in by_path.get((c.method, c.path), ())[:256]:
+            d = t - c.request.ts_ns
+            bins[d // 1_000_000].append(d)
+            budget -= 1
+        if budget <= 0:
+            break
+    if not bins:
+        return None
+    best = max(bins, key=lambda k: len(bins[k]) + len(bins.get(k + 1, ())))
+    votes = sorted(bins[best] + bins.get(best + 1, []))
+    if len(votes) < max(2, min(len(cf), len(sf)) // 2) and not (len(cf) == len(sf) == 1):
+        return None
+    return _Timing(votes[0] - _MIN_SLACK // 5, votes[-1] + _MIN_SLACK, _MIN_SLACK)
 
 
 # --- message matching and clock offset -------------------------------------------
@@ -398,37 +445,61 @@ def _join(values: list[bytes]) -> str:
 # --- pairing -------------------------------------------------------------------------
 
 
-def _assign(
-    cf: list[_Features], sf: list[_Features], theta: ClockOffset | None
-) -> tuple[list[tuple[_Features, _Features, float, list[str]]], list[_Features]]:
-    """Score candidates and resolve them one-to-one; returns the pairs and the
-    client-side connections left ambiguous."""
-    by_key: dict[bytes, list[_Features]] = defaultdict(list)
-    by_path: dict[tuple[bytes, bytes], list[_Features]] = defaultdict(list)
-    for s in sf:
+def _candidates(
+    cf: list[_Features], sf: list[_Features], timing: _Timing | None
+) -> dict[int, list[int]]:
+    """Server-side candidates per client-side connection: the same
+    Sec-WebSocket-Key; a rare message digest in common; the same method and path
+    within the timing window (or, without timing, in a bucket small enough to
+    score whole). Keeps the number of scored edges near-linear."""
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    by_digest: dict[tuple[int, int, bytes], list[int]] = defaultdict(list)
+    by_path: dict[tuple[bytes, bytes], list[tuple[int, int]]] = defaultdict(list)
+    for k, s in enumerate(sf):
         if s.key is not None:
-            by_key[s.key].append(s)
-        by_path[(s.method, s.path)].append(s)
-    edges: list[tuple[float, int, int, list[str]]] = []
-    scores: dict[int, list[float]] = defaultdict(list)  # per client index
-    sscores: dict[int, list[float]] = defaultdict(list)
-    s_index = {id(s): k for k, s in enumerate(sf)}
+            by_key[s.key].append(k)
+        for dg in s.digests:
+            by_digest[dg].append(k)
+        by_path[(s.method, s.path)].append((s.request.ts_ns, k))
+    for bucket in by_path.values():
+        bucket.sort()
+    out: dict[int, list[int]] = {}
     for ci, c in enumerate(cf):
-        cands: dict[int, _Features] = {}
+        cands: set[int] = set()
         if c.key is not None:
-            for s in by_key.get(c.key, ()):
-                cands[id(s)] = s
-        for s in by_path.get((c.method, c.path), ()):
-            cands[id(s)] = s
-        if c.digests and len(cands) == 0:
-            cands = {id(s): s for s in sf if s.digests & c.digests}
-        for s in cands.values():
-            sc, ev = _score(c, s, theta)
+            cands.update(by_key.get(c.key, ()))
+        for dg in c.digests:
+            hits = by_digest.get(dg, ())
+            if len(hits) <= 8:  # a digest many connections share says little
+                cands.update(hits)
+        bucket = by_path.get((c.method, c.path), [])
+        if timing is not None:
+            lo, hi = timing.window()
+            i = bisect_left(bucket, (c.request.ts_ns + lo, -1))
+            j = bisect_right(bucket, (c.request.ts_ns + hi, len(sf)))
+            cands.update(k for _, k in bucket[i:j])
+        elif len(bucket) <= 64:
+            cands.update(k for _, k in bucket)
+        out[ci] = sorted(cands)
+    return out
+
+
+def _assign(
+    cf: list[_Features], sf: list[_Features], timing: _Timing | None
+) -> tuple[list[tuple[_Features, _Features, float, list[str]]], list[_Features]]:
+    """Score candidates and resolve them one-to-one, best score first; returns the
+    pairs and the client-side connections left ambiguous (their best candidate not
+    :data:`AMBIGUITY_MARGIN` better than the runner-up)."""
+    edges: list[tuple[float, int, int, list[str]]] = []
+    best_c: dict[int, list[float]] = defaultdict(list)
+    best_s: dict[int, list[float]] = defaultdict(list)
+    for ci, cands in _candidates(cf, sf, timing).items():
+        for si in cands:
+            sc, ev = _score(cf[ci], sf[si], timing)
             if sc >= MIN_PAIR_SCORE:
-                si = s_index[id(s)]
                 edges.append((sc, ci, si, ev))
-                scores[ci].append(sc)
-                sscores[si].append(sc)
+                best_c[ci].append(sc)
+                best_s[si].append(sc)
     edges.sort(key=lambda e: (-e[0], e[1], e[2]))
     used_c: set[int] = set()
     used_s: set[int] = set()
@@ -437,12 +508,10 @@ def _assign(
     for sc, ci, si, ev in edges:
         if ci in used_c or si in used_s or ci in ambiguous:
             continue
-        # The best edge of this client and of this server: is it clearly the best?
-        rivals_c = sorted(scores[ci], reverse=True)
-        rivals_s = sorted(sscores[si], reverse=True)
-        second = max(
-            rivals_c[1] if len(rivals_c) > 1 else 0.0, rivals_s[1] if len(rivals_s) > 1 else 0.0
-        )
+        # Is this edge clearly the best for its client and for its server?
+        rivals = [x for x in sorted(best_c[ci], reverse=True)[1:2]]
+        rivals += [x for x in sorted(best_s[si], reverse=True)[1:2]]
+        second = max(rivals, default=0.0)
         if second > 0 and sc - second < AMBIGUITY_MARGIN and "sec_websocket_key" not in ev:
             ambiguous.add(ci)
             continue
@@ -464,21 +533,33 @@ def correlate(
 ) -> Correlation:
     """Pair the connections of a client-side and a server-side capture.
 
-    ``clock_offset_ns`` imposes θ (server clock − client clock) instead of
-    estimating it. Returns a :class:`Correlation`; never raises on traffic.
+    Pass 1 pairs on evidence that needs no clock (Sec-WebSocket-Key, message
+    digests, request, headers); its pairs bound the clock offset θ and the proxy's
+    forwarding delay, which pass 2 adds as timing evidence. Without such anchors, θ
+    is taken from the most common request-time difference. ``clock_offset_ns``
+    imposes θ (server clock − client clock). Returns a :class:`Correlation`; never
+    raises on traffic.
     """
     cf = [f for f in map(_features, client.connections) if f is not None]
     sf = [f for f in map(_features, server.connections) if f is not None]
 
-    # Pass 1 without timing gives anchors for θ; pass 2 adds timing evidence.
     first, _ = _assign(cf, sf, None)
+    strong = [(c, s) for c, s, sc, _ev in first if sc >= 4.0]
     anchors = []
-    for c, s, sc, ev in first:
-        p = Pair("", c.conn, s.conn, sc, _confidence(sc), tuple(ev))
+    for c, s in strong:
+        p = Pair("", c.conn, s.conn, 0.0, 0.0, ())
         p.matches = match_messages(c.conn, s.conn)
         anchors.append(p)
     theta = estimate_clock_offset(anchors, clock_offset_ns)
-    assigned, ambiguous = _assign(cf, sf, theta) if theta is not None else _assign(cf, sf, None)
+    if theta is not None and strong:
+        timing: _Timing | None = _timing_from_anchors(strong, theta)
+    elif clock_offset_ns is not None:
+        timing = _Timing(
+            clock_offset_ns - _MIN_SLACK // 5, clock_offset_ns + 4 * _MIN_SLACK, 4 * _MIN_SLACK
+        )
+    else:
+        timing = _timing_from_mode(cf, sf)
+    assigned, ambiguous = _assign(cf, sf, timing)
 
     pairs: list[Pair] = []
     for n, (c, s, sc, ev) in enumerate(sorted(assigned, key=lambda x: x[0].request.ts_ns), start=1):
@@ -499,16 +580,15 @@ def correlate(
                 f"{AMBIGUITY_MARGIN}",
                 packets=c.request.packets,
                 connections=(c.conn.id,),
+                ts_ns=c.request.ts_ns,
             )
         )
     if theta is not None and not theta.consistent and not theta.imposed:
         findings.append(
             catalogue.finding(
                 "proxy_clock_bounds_empty",
-                f"expected=max(Δ_down) ≤ min(Δ_up), found={theta.low_ns / 1e6:.3f} ms > "
-                f"{theta.high_ns / 1e6:.3f} ms"
-                if theta.low_ns is not None and theta.high_ns is not None
-                else "bounds empty",
+                f"expected=max(Δ_down) ≤ min(Δ_up), found={(theta.low_ns or 0) / 1e6:.3f} ms > "
+                f"{(theta.high_ns or 0) / 1e6:.3f} ms",
             )
         )
     paired_c = {id(p.client) for p in pairs}
