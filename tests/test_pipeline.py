@@ -1,0 +1,157 @@
+"""The pipeline for one capture (wsanalyze.pipeline.analyze_capture): how the stages
+are composed on one TCP connection — keep-alive requests before the Upgrade, a
+request never answered, a refused handshake, WebSocket bytes arriving in the same
+segment as the 101, a capture that starts mid-connection, and byte accounting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from craft import (
+    BINARY,
+    CLOSE,
+    TEXT,
+    TcpFlow,
+    close_payload,
+    http_request,
+    http_response,
+    switching_headers,
+    t_us,
+    upgrade_headers,
+    write_pcap,
+    ws_frame,
+    ws_key,
+)
+
+from wsanalyze.model import Direction, Opcode
+from wsanalyze.pipeline import analyze_capture
+
+C = ("192.0.2.10", 40000)
+S = ("192.0.2.1", 80)
+MASK = b"\x01\x02\x03\x04"
+
+
+def _codes(conn) -> list[str]:
+    return [f.code for f in conn.findings]
+
+
+def _ws_exchange(f: TcpFlow, t: int, key: str) -> int:
+    f.send("c", http_request("/ws", upgrade_headers("192.0.2.1", key)), t_us(t))
+    f.send("s", http_response(101, "Switching Protocols", switching_headers(key)), t_us(t + 100))
+    f.send("c", ws_frame(TEXT, b"hello", mask_key=MASK), t_us(t + 200))
+    f.send("s", ws_frame(TEXT, b"hello"), t_us(t + 300))
+    f.send("c", ws_frame(CLOSE, close_payload(1000), mask_key=MASK), t_us(t + 400))
+    f.send("s", ws_frame(CLOSE, close_payload(1000)), t_us(t + 500))
+    f.fin("s", t_us(t + 600))
+    f.fin("c", t_us(t + 700))
+    return t + 700
+
+
+def test_keep_alive_requests_before_the_upgrade(tmp_path: Path) -> None:
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    body = b"0123456789"
+    f.send("c", http_request("/health", [("Host", "x")]), t_us(100))
+    f.send("s", http_response(200, "OK", [("Content-Length", "10")], body), t_us(200))
+    f.send("c", http_request("/up", [("Host", "x"), ("Content-Length", "3")]) + b"abc", t_us(300))
+    f.send("s", http_response(204, "No Content", []), t_us(400))
+    _ws_exchange(f, 1000, ws_key(1))
+    cap = analyze_capture(write_pcap(tmp_path / "k.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    assert [r.target for r in conn.requests] == [b"/health", b"/up", b"/ws"]
+    assert [r.status for r in conn.responses] == [200, 204, 101]
+    assert conn.websocket and conn.handshake is not None
+    assert conn.handshake.request.target == b"/ws"
+    ops = [(m.direction, m.opcode) for m in conn.messages]
+    assert ops == [
+        (Direction.CLIENT_TO_SERVER, Opcode.TEXT),
+        (Direction.SERVER_TO_CLIENT, Opcode.TEXT),
+        (Direction.CLIENT_TO_SERVER, Opcode.CLOSE),
+        (Direction.SERVER_TO_CLIENT, Opcode.CLOSE),
+    ]
+    assert conn.findings == []
+
+
+def test_request_never_answered(tmp_path: Path) -> None:
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    f.send("c", http_request("/ws", upgrade_headers("192.0.2.1", ws_key(2))), t_us(100))
+    f.ack("s", t_us(200))
+    f.fin("c", t_us(5_000_000))
+    cap = analyze_capture(write_pcap(tmp_path / "n.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    assert conn.handshake is not None and conn.handshake.response is None
+    assert not conn.websocket
+    assert "http_no_response" in _codes(conn)
+    f_no = next(x for x in conn.findings if x.code == "http_no_response")
+    assert f_no.packets == (4,)  # SYN, SYN-ACK, ACK, then the request
+
+
+def test_refused_handshake_keeps_parsing_http(tmp_path: Path) -> None:
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    f.send("c", http_request("/ws", upgrade_headers("192.0.2.1", ws_key(3))), t_us(100))
+    f.send("s", http_response(403, "Forbidden", [("Content-Length", "0")]), t_us(200))
+    f.send("c", http_request("/other", [("Host", "x")]), t_us(300))
+    f.send("s", http_response(200, "OK", [("Content-Length", "0")]), t_us(400))
+    cap = analyze_capture(write_pcap(tmp_path / "r.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    assert not conn.websocket
+    assert [r.status for r in conn.responses] == [403, 200]
+    assert [r.target for r in conn.requests] == [b"/ws", b"/other"]
+    assert "handshake_refused" in _codes(conn)
+
+
+def test_frames_in_the_same_segment_as_the_101(tmp_path: Path) -> None:
+    key = ws_key(4)
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    f.send("c", http_request("/ws", upgrade_headers("192.0.2.1", key)), t_us(100))
+    resp = http_response(101, "Switching Protocols", switching_headers(key))
+    f.send("s", resp + ws_frame(TEXT, b"welcome") + ws_frame(BINARY, b"\x00\x01"), t_us(200))
+    f.send("c", ws_frame(TEXT, b"hi", mask_key=MASK), t_us(300))
+    cap = analyze_capture(write_pcap(tmp_path / "s.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    server_msgs = [m for m in conn.messages if m.direction == Direction.SERVER_TO_CLIENT]
+    assert [m.preview for m in server_msgs] == [b"welcome", b"\x00\x01"]
+    # The frame offsets start right after the 101 head in the server's stream.
+    assert server_msgs[0].offset == len(resp)
+    assert [m.preview for m in conn.messages if m.direction == Direction.CLIENT_TO_SERVER] == [
+        b"hi"
+    ]
+
+
+def test_every_byte_is_accounted_for(tmp_path: Path) -> None:
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    _ws_exchange(f, 100, ws_key(5))
+    cap = analyze_capture(write_pcap(tmp_path / "b.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    for d in Direction:
+        acct = conn.bytes[d]
+        assert acct.decoded + acct.undecodable + acct.other == conn.tcp.bytes[d]
+        assert acct.gap == 0 and acct.undecodable == 0
+
+
+def test_non_http_connection_is_counted_not_listed(tmp_path: Path) -> None:
+    f = TcpFlow(C, ("192.0.2.1", 22))
+    f.open(t_us(0))
+    f.send("s", b"SSH-2.0-OpenSSH_9.2\r\n", t_us(100))
+    f.send("c", b"SSH-2.0-client\r\n", t_us(200))
+    cap = analyze_capture(write_pcap(tmp_path / "o.pcap", f.packets), strict=True)
+    assert cap.connections == []
+    assert cap.other_connections == 1
+
+
+def test_mid_stream_roles_are_corrected_by_http(tmp_path: Path) -> None:
+    """No SYN and the client uses the lower port: the side that sends a request is
+    the client, whatever the port guess said."""
+    f = TcpFlow(("192.0.2.10", 80), ("192.0.2.1", 8080))
+    f.send("c", http_request("/x", [("Host", "y")]), t_us(100))
+    f.send("s", http_response(200, "OK", [("Content-Length", "0")]), t_us(200))
+    cap = analyze_capture(write_pcap(tmp_path / "m.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    assert str(conn.tcp.client) == "192.0.2.10:80"
+    assert [r.target for r in conn.requests] == [b"/x"]
+    assert [r.status for r in conn.responses] == [200]
+    assert "tcp_connection_mid_stream" in _codes(conn)
