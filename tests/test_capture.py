@@ -133,14 +133,16 @@ def sll2(payload, proto=0x0800):
 def pcap(records, linktype=1, order="<", nanos=False, snaplen=262144):
     """Classic pcap (draft-ietf-opsawg-pcap). ``records``: (ts_ns, data[, origlen])."""
     magic = 0xA1B23C4D if nanos else 0xA1B2C3D4
-    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)]
     for rec in records:
         ts, data = rec[0], rec[1]
         orig = rec[2] if len(rec) > 2 else len(data)
         sec, frac = divmod(ts, NS)
-        out += struct.pack(order + "IIII", sec, frac if nanos else frac // 1000, len(data), orig)
-        out += data
-    return out
+        out.append(
+            struct.pack(order + "IIII", sec, frac if nanos else frac // 1000, len(data), orig)
+        )
+        out.append(data)
+    return b"".join(out)
 
 
 def _pad4(b):
@@ -254,6 +256,11 @@ def test_pathlike_and_iterating_twice_restarts(tmp_path):
     assert r.packets == 2 and r.tcp_packets == 2
     r.close()
     assert list(r) == []  # closed: nothing, no exception
+    r = open_capture(tmp_path / "c.pcap")
+    it = iter(r)
+    assert next(it).packet == 1
+    r.close()  # while iterating: the iteration ends quietly
+    assert list(it) == [] and r.packets == 1
 
 
 @pytest.mark.parametrize("order", ["<", ">"])
@@ -488,6 +495,12 @@ def test_truncated_final_pcapng_block():
     assert r.findings[0].packets == (2,)
 
 
+def test_truncated_second_section_header():
+    data = shb() + idb("<", 1) + epb("<", 0, 1, eth(V4)) + shb(">")[:17]
+    segs, r = read(data)
+    assert len(segs) == 1 and codes(r) == ["capture_truncated_record"]
+
+
 def test_corrupt_pcap_record_length_stops_reading():
     data = pcap([(T0, eth(V4))]) + struct.pack("<IIII", 1, 0, MAX_RECORD_BYTES + 1, 99)
     data += pcap([(T0, eth(V4))])[24:]
@@ -606,12 +619,13 @@ def test_unsupported_link_type_once_per_type():
     segs, r = read(data)
     assert segs == [] and r.packets == 5
     (f,) = r.findings
-    assert f.code == "capture_unsupported_link_type" and "5 packet(s) of link type 127" in f.detail
+    assert f.code == "capture_unsupported_link_type"
+    assert "5 packet(s) of link type 127 (IEEE 802.11 radiotap)" in f.detail
     ng = shb() + idb("<", 127) + idb("<", 105) + idb("<", 1)
     ng += b"".join(epb("<", i % 3, i, eth(V4)) for i in range(9))
     segs, r = read(ng)
     assert len(segs) == 3
-    assert sorted(f.detail.split(" skipped")[0] for f in r.findings) == [
+    assert sorted(f.detail.split(" (")[0] for f in r.findings) == [
         "3 packet(s) of link type 105",
         "3 packet(s) of link type 127",
     ]
@@ -664,6 +678,7 @@ def test_empty_file(tmp_path):
         (b"\xd4\xc3\xb2\xa1" + b"\x09\x00\x04\x00" + b"\x00" * 16, "pcap version 9"),
         (b"\x0a\x0d\x0d\x0a" + b"\x1c\x00\x00\x00" + b"XXXX" + b"\x00" * 16, "byte-order"),
         (b"\x0a\x0d\x0d\x0a\x1c\x00", "truncated pcapng"),
+        (shb()[:12] + b"\x02\x00" + shb()[14:], "pcapng version 2"),
         (b"\x0a\x0d\x0d\x0a\x1e\x00\x00\x00\x4d\x3c\x2b\x1a" + b"\x00" * 20, "corrupt pcapng"),
     ],
 )
@@ -684,6 +699,50 @@ def test_permission_denied(tmp_path):
             open_capture(p)
     finally:
         p.chmod(0o600)
+
+
+def test_permission_denied_message(tmp_path, monkeypatch):
+    # Runs as root too: the error raised by open() is simulated.
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("wsanalyze.capture.open", denied, raising=False)
+    with pytest.raises(CaptureError, match="permission denied") as exc:
+        open_capture(tmp_path / "secret.pcap")
+    assert "secret.pcap" in str(exc.value)
+
+
+def test_statistics_are_current_while_iterating():
+    data = pcap([(T0, eth(V4)), (T0, eth(b"\x00" * 28, 0x0806)), (T0, eth(V4))])
+    r = CaptureReader.from_bytes(data)
+    seen = [(s.packet, r.packets, r.tcp_packets, r.bytes_read) for s in r]
+    rec = 16 + len(eth(V4))
+    assert seen == [(1, 1, 1, 24 + rec), (3, 3, 2, len(data))]
+
+
+def test_malformed_reasons_are_bounded():
+    records = [(T0, eth(ipv4(SEG, total=100 + i))) for i in range(40)]
+    _, r = read(pcap(records))
+    (f,) = r.findings
+    assert f.detail.startswith("40 packet(s)")
+    assert f.detail.endswith("IPv4 total length 103 (header 20) x1; others x36")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes")
+def test_named_pipe_is_read_without_mmap(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe.pcap"
+    os.mkfifo(fifo)
+    data = pcap([(T0, eth(V4))])
+    writer = threading.Thread(target=fifo.write_bytes, args=(data,))
+    writer.start()
+    try:
+        with open_capture(fifo) as r:
+            segs = list(r)
+    finally:
+        writer.join(timeout=10)
+    check_default(segs[0])
 
 
 def test_stdin(monkeypatch):
@@ -853,24 +912,21 @@ def _public_captures():
 
 
 def _dpkt_segments(path: Path):
-    """(packet, seq, payload_len, payload) per TCP segment as dpkt decodes it;
-    packets dpkt cannot parse (or that are fragments) are left out."""
+    """What dpkt sees: (record count, [(packet, ts_us, seq, payload_len, payload)]) per
+    TCP segment. Packets dpkt cannot parse, and IP fragments, are left out;
+    ``payload_len`` is None where dpkt does not give it directly (IPv6, TSO)."""
     dpkt = pytest.importorskip("dpkt")
-    import dpkt.sll2  # noqa: F401
+    sll2 = pytest.importorskip("dpkt.sll2")
 
     out = []
+    n = 0
     with open(path, "rb") as f:
         reader = dpkt.pcap.UniversalReader(f)
         lt = reader.datalink()
-        decoders = {
-            1: dpkt.ethernet.Ethernet,
-            113: dpkt.sll.SLL,
-            276: dpkt.sll2.SLL2,
-            101: None,
-        }
-        for n, (_ts, buf) in enumerate(reader, start=1):
+        decoders = {1: dpkt.ethernet.Ethernet, 113: dpkt.sll.SLL, 276: sll2.SLL2}
+        for n, (ts, buf) in enumerate(reader, start=1):
             try:
-                if lt in decoders and decoders[lt] is not None:
+                if lt in decoders:
                     ip = decoders[lt](buf).data
                 else:
                     ip = dpkt.ip.IP(buf) if buf[0] >> 4 == 4 else dpkt.ip6.IP6(buf)
@@ -879,10 +935,9 @@ def _dpkt_segments(path: Path):
             if isinstance(ip, dpkt.ip.IP):
                 if ip.offset or ip.mf:
                     continue
-                tot = ip.len
-                payload_len = tot - ip.hl * 4
+                payload_len = ip.len - ip.hl * 4 if ip.len else None
             elif isinstance(ip, dpkt.ip6.IP6):
-                payload_len = None  # checked through the captured bytes only
+                payload_len = None
             else:
                 continue
             seg = ip.data
@@ -890,26 +945,53 @@ def _dpkt_segments(path: Path):
                 continue
             if payload_len is not None:
                 payload_len -= seg.off * 4
-            out.append((n, seg.seq, payload_len, bytes(seg.data)))
-    return out
+            out.append((n, round(ts * 1e6), seg.seq, payload_len, bytes(seg.data)))
+    return n, out
 
 
-@pytest.mark.parametrize("path", _public_captures(), ids=lambda p: str(p.relative_to(PUBLIC)))
-def test_public_captures_match_dpkt(path):
+def _compare_with_dpkt(path: Path) -> int:
+    """Assert wsanalyze and dpkt agree on ``path``; returns the segments compared."""
     with open_capture(path) as r:
         ours = list(r)
-    theirs = _dpkt_segments(path)
+    records, theirs = _dpkt_segments(path)
     assert theirs, "dpkt found no TCP segment: the comparison would be vacuous"
+    assert r.packets == records
     by_packet = {s.packet: s for s in ours}
-    for n, seq, payload_len, payload in theirs:
+    for n, ts_us, seq, payload_len, payload in theirs:
         s = by_packet.get(n)
         assert s is not None, f"packet {n}: dpkt sees a TCP segment, wsanalyze does not"
         assert s.seq == seq, n
         assert s.payload == payload, n
+        assert abs(s.ts_ns // 1000 - ts_us) <= 1, n
         if payload_len is not None:
             assert s.payload_len == payload_len, n
     assert len(ours) == len(theirs)
-    assert r.packets >= r.tcp_packets == len(ours)
+    assert r.tcp_packets == len(ours)
     bad = {"capture_corrupt_record", "capture_malformed_packet", "capture_unsupported_link_type"}
     assert not [f for f in r.findings if f.code in bad]
     assert r.first_ts_ns is not None and r.first_ts_ns <= r.last_ts_ns
+    return len(theirs)
+
+
+@pytest.mark.parametrize("path", _public_captures(), ids=lambda p: str(p.relative_to(PUBLIC)))
+def test_public_captures_match_dpkt(path):
+    assert _compare_with_dpkt(path) > 0
+
+
+@pytest.mark.parametrize("linktype", [1, 113, 276, 101])
+def test_generated_capture_matches_dpkt(tmp_path, linktype):
+    # The public captures are all Ethernet/SLL IPv4: cover VLANs, IPv6 extension
+    # headers, padding and other link types here.
+    frames = {
+        1: [
+            eth(V4, vlans=[(0x8100, 4)]),
+            eth(ipv6(SEG, exts=[(0, ext_generic()), (60, ext_generic(2))]), 0x86DD),
+            eth(ipv4(tcp(payload=b"", flags=0x10))) + b"\x00" * 6 + b"trailer",
+            eth(ipv4(tcp(seq=7, options=b"\x01" * 12))),
+        ],
+        113: [sll(V4), sll(ipv6(SEG, exts=[(43, ext_generic())]), 0x86DD)],
+        276: [sll2(V4), sll2(ipv6(SEG), 0x86DD)],
+        101: [V4, ipv6(SEG), ipv4(SEG, options=b"\x01" * 8)],
+    }[linktype]
+    path = write(tmp_path, pcap([(T0 + i * 1000, f) for i, f in enumerate(frames)], linktype))
+    assert _compare_with_dpkt(path) == len(frames)

@@ -66,6 +66,9 @@ MAX_RECORD_BYTES = 256 * 1024 * 1024
 _FIRST_PACKETS = 10
 """How many packet numbers an aggregated finding lists."""
 
+_MAX_REASONS = 8
+"""How many distinct reasons an aggregated finding tracks (the rest count as "other")."""
+
 _NS = 1_000_000_000
 
 # --- file format constants --------------------------------------------------
@@ -120,6 +123,18 @@ SUPPORTED_LINK_TYPES = frozenset(
     }
 )
 """Link types whose packets are decoded; packets of other link types are skipped."""
+
+_LINK_TYPE_NAMES = {
+    9: " (PPP)",
+    50: " (PPP in HDLC)",
+    104: " (Cisco HDLC)",
+    105: " (IEEE 802.11)",
+    127: " (IEEE 802.11 radiotap)",
+    192: " (PPI)",
+    239: " (Linux NFLOG)",
+    252: " (Wireshark upper PDU)",
+}
+"""Names of some unsupported link types, for findings."""
 
 _ETHERTYPE_IPV4 = 0x0800
 _ETHERTYPE_IPV6 = 0x86DD
@@ -184,6 +199,8 @@ class _Agg:
         if self.first_ts is None:
             self.first_ts = ts
         if reason:
+            if reason not in self.reasons and len(self.reasons) >= _MAX_REASONS:
+                reason = "other"
             self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
 
@@ -240,7 +257,7 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
         return CaptureReader.from_bytes(data, "-")
     name = _display_name(path)
     try:
-        f = open(path, "rb")  # closed below on error, else by CaptureReader.close()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise CaptureError(
             f"capture file {name} does not exist: check the path and the working directory"
@@ -252,38 +269,35 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     except PermissionError:
         raise CaptureError(
             f"capture file {name} cannot be read (permission denied): "
-            "fix its permissions (tcpdump writes files readable by root only) or copy it"
+            "fix its permissions or copy it with sudo"
         ) from None
     except OSError as exc:
         raise CaptureError(f"capture file {name} cannot be opened: {exc.strerror or exc}") from None
     buf: Any
-    try:
-        st = os.fstat(f.fileno())
-        if stat.S_ISDIR(st.st_mode):
-            raise CaptureError(
-                f"capture file {name} is a directory: give the path of a .pcap or .pcapng file"
-            )
-        if stat.S_ISREG(st.st_mode):
-            if st.st_size == 0:
+    with f:  # an mmap keeps its own file descriptor
+        try:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
                 raise CaptureError(
-                    f"capture file {name} is empty (0 bytes): the capture wrote nothing; "
-                    "check tcpdump's interface and filter"
+                    f"capture file {name} is a directory: give the path of a .pcap or .pcapng file"
                 )
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        else:  # a pipe or a character device: read it all
-            buf = f.read()
-    except CaptureError:
-        f.close()
-        raise
-    except OSError as exc:
-        f.close()
-        raise CaptureError(f"capture file {name} cannot be read: {exc.strerror or exc}") from None
+            buf = None
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                try:
+                    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError):  # a file system without mmap: read it
+                    buf = None
+            if buf is None:  # a pipe, a character device, or no mmap
+                buf = f.read()
+        except OSError as exc:
+            raise CaptureError(
+                f"capture file {name} cannot be read: {exc.strerror or exc}"
+            ) from None
     try:
-        return CaptureReader(buf, path, _file=f)
+        return CaptureReader(buf, path)
     except BaseException:
         if isinstance(buf, mmap.mmap):
             buf.close()
-        f.close()
         raise
 
 
@@ -295,8 +309,9 @@ class CaptureReader:
     window, captured payload bytes and the payload length in bytes per the IP
     header). Iterating again starts over and recounts.
 
-    Statistics, final once iteration has ended (or been abandoned; they are
-    updated whenever a segment is yielded):
+    Statistics, final once iteration has ended or been abandoned (``packets``,
+    ``tcp_packets`` and ``bytes_read`` are also brought up to date each time a
+    segment is yielded, for progress reports):
 
     ``path``
         the file name given (``"-"`` for standard input);
@@ -311,7 +326,8 @@ class CaptureReader:
         first and last record's when the file is in time order), None when the
         file has no packet;
     ``link_types``
-        LINKTYPE_* values of the file (pcap header, pcapng IDBs);
+        LINKTYPE_* values of the file (from the pcap header when opened; from
+        pcapng Interface Description Blocks as iteration reads them);
     ``bytes_read``
         bytes of the file parsed, headers included;
     ``findings``
@@ -323,10 +339,9 @@ class CaptureReader:
     file or traffic content.
     """
 
-    def __init__(self, buf: Any, path: str, *, _file: Any = None) -> None:
+    def __init__(self, buf: Any, path: str) -> None:
         self.path = path
         self._buf = buf
-        self._file = _file
         self._name = _display_name(path)
         self.format = ""
         self.link_types: set[int] = set()
@@ -361,13 +376,11 @@ class CaptureReader:
     # --- lifecycle ----------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the file mapping. Iterating a closed reader yields nothing."""
+        """Release the file mapping. Iterating a closed reader yields nothing; an
+        iteration in progress ends at its next record."""
         buf, self._buf = self._buf, b""
         if isinstance(buf, mmap.mmap):
             buf.close()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
     def __enter__(self) -> CaptureReader:
         return self
@@ -414,7 +427,7 @@ class CaptureReader:
             out.append(
                 finding(
                     "capture_unsupported_link_type",
-                    f"{agg.count} packet(s) of link type {lt} skipped "
+                    f"{agg.count} packet(s) of link type {lt}{_LINK_TYPE_NAMES.get(lt, '')} skipped "
                     f"(supported: {sorted(SUPPORTED_LINK_TYPES)})",
                     packets=agg.packets,
                     ts_ns=agg.first_ts,
@@ -432,7 +445,10 @@ class CaptureReader:
         first = ", ".join(map(str, agg.packets))
         more = ", ..." if agg.count > len(agg.packets) else ""
         where = f"packets {first}{more}"
-        reasons = "; ".join(f"{r} x{n}" for r, n in list(agg.reasons.items())[:5])
+        items = list(agg.reasons.items())
+        reasons = "; ".join(f"{r} x{n}" for r, n in items[:4])
+        if len(items) > 4:
+            reasons += f"; others x{sum(n for _, n in items[4:])}"
         if code == "capture_packet_cut_by_snaplen":
             headers = agg.reasons.get("headers", 0)
             text = f"{agg.count} packet(s) captured shorter than on the wire ({where})"
@@ -518,6 +534,12 @@ class CaptureReader:
             raise CaptureError(
                 f"capture file {self._name} has a corrupt pcapng Section Header Block "
                 f"(length {blen}): re-copy or re-save the file"
+            )
+        (major,) = _STRUCTS[order]["u16"](buf, 12)
+        if major != 1:
+            raise CaptureError(
+                f"capture file {self._name} is pcapng version {major}, not 1: "
+                "re-save it with Wireshark or editcap"
             )
         if self._pcapng_no_usable_packet():
             raise CaptureError(
@@ -628,6 +650,7 @@ class CaptureReader:
                         b = p + 14 + tot
                         if p + 54 <= a <= b:
                             tcp_n += 1
+                            self.packets, self.tcp_packets, self.bytes_read = pkt, tcp_n, off
                             yield seg(
                                 pkt, ts, src, sport, dst, dport, sq, ak, flags, win, buf[a:b], b - a
                             )
@@ -635,10 +658,14 @@ class CaptureReader:
                 s = decode(buf, p, caplen, origlen, lt, pkt, ts)
                 if s is not None:
                     tcp_n += 1
+                    self.packets, self.tcp_packets, self.bytes_read = pkt, tcp_n, off
                     yield s
             else:
                 if off < end:
                     self._truncated(pkt + 1, off)
+        except ValueError:
+            if self._buf:  # not "mmap closed" after close() during iteration
+                raise
         finally:
             self._finish(pkt, tcp_n, min_ts, max_ts, off)
 
@@ -672,14 +699,6 @@ class CaptureReader:
                     s = _STRUCTS["<" if bom == _BOM_LE else ">"]
                     block, u32, epb = s["block"], s["u32"], s["epb"]
                     btype, blen = block(buf, off)
-                    if blen < 28:
-                        self._corrupt(pkt + 1, off, f"Section Header Block of length {blen}")
-                        break
-                    major = s["shb"](buf, off + 12)[0]
-                    if major != 1:
-                        self._corrupt(pkt + 1, off, f"pcapng section of version {major}")
-                        break
-                    ifaces = []
                 if blen < 12 or blen & 3 or blen > MAX_RECORD_BYTES:
                     self._corrupt(pkt + 1, off, f"pcapng block (type {btype:#x}) of length {blen}")
                     break
@@ -705,6 +724,17 @@ class CaptureReader:
                         )
                         break
                     p = off + 28
+                elif btype == _PCAPNG_SHB:  # a new section: interfaces start again
+                    if blen < 28:
+                        self._corrupt(pkt + 1, off, f"Section Header Block of length {blen}")
+                        break
+                    major = s["shb"](buf, off + 12)[0]
+                    if major != 1:
+                        self._corrupt(pkt + 1, off, f"pcapng section of version {major}")
+                        break
+                    ifaces = []
+                    off = nxt
+                    continue
                 elif btype == _BLOCK_IDB:
                     if blen < 20:
                         self._corrupt(pkt + 1, off, f"Interface Description Block of length {blen}")
@@ -770,6 +800,7 @@ class CaptureReader:
                         b = p + 14 + tot
                         if p + 54 <= a <= b:
                             tcp_n += 1
+                            self.packets, self.tcp_packets, self.bytes_read = pkt, tcp_n, off
                             yield seg(
                                 pkt, ts, src, sport, dst, dport, sq, ak, flags, win, buf[a:b], b - a
                             )
@@ -777,10 +808,14 @@ class CaptureReader:
                 sg = decode(buf, p, caplen, origlen, lt, pkt, ts)
                 if sg is not None:
                     tcp_n += 1
+                    self.packets, self.tcp_packets, self.bytes_read = pkt, tcp_n, off
                     yield sg
             else:
                 if off < end:
                     self._truncated(pkt + 1, off)
+        except ValueError:
+            if self._buf:  # not "mmap closed" after close() during iteration
+                raise
         finally:
             self._finish(pkt, tcp_n, min_ts, max_ts, off)
 
