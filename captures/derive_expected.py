@@ -6,16 +6,17 @@
 Everything in expected.json is read back from the capture files by tshark (connections,
 request targets, statuses, per-direction message counts, header changes); the only
 "scenario knowledge" used is how to find the ground truth of the pairing: every client
-of nginx-ok sends a unique text token ("i-am-<name>") that the proxy forwards
-unchanged, and (all scenarios) nginx forwards the client's Sec-WebSocket-Key verbatim.
-Both are used and must agree.
+of the *-ok and *-server-reset scenarios sends a unique text token ("i-am-<name>") that
+the proxy forwards unchanged, and (all scenarios) the proxy (nginx, HAProxy, Apache)
+forwards the client's Sec-WebSocket-Key verbatim. Both are used and must agree.
 
 The script also checks that each capture really shows what its scenario is meant to
 show (complete TCP handshakes on both legs, segments <= 1448 payload bytes, 101 in
-nginx-ok, the refusal status, the idle-timeout close, identical message counts on both
-legs) and exits 1 with an explanation if not, so a broken run never ships quietly.
-Needs tshark (Wireshark >= 3.6); reads run.log and nginx.conf written beside the pcaps
-by make_captures.sh for the software versions and the nginx configuration.
+the *-ok scenarios, the refusal status, the idle-timeout close, the backend's RST,
+identical message counts on both legs) and exits 1 with an explanation if not, so a
+broken run never ships quietly. Needs tshark (Wireshark >= 3.6); reads run.log and the
+proxy configuration (nginx.conf, haproxy.cfg or apache2.conf) written beside the pcaps by
+make_captures.sh for the software versions and the configuration shown in MANIFEST.md.
 """
 
 from __future__ import annotations
@@ -34,24 +35,32 @@ OPCODES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10:
 DIRS = ("client_to_server", "server_to_client")
 
 # What each scenario is, and the ground truth that tshark's reading is checked against.
+# The three concurrent clients of the *-ok scenarios (ws_client.py multi), per client:
+# (client_to_server, server_to_client) message counts.
+MULTI_CLIENTS = {"alpha": "i-am-alpha", "bravo": "i-am-bravo", "charlie": "i-am-charlie"}
+MULTI_MESSAGES = {
+    "alpha": ({"text": 5, "binary": 2, "ping": 1, "pong": 0, "close": 1},
+              {"text": 6, "binary": 2, "ping": 0, "pong": 1, "close": 1}),
+    "bravo": ({"text": 4, "binary": 1, "ping": 1, "pong": 0, "close": 1},
+              {"text": 5, "binary": 1, "ping": 0, "pong": 1, "close": 1}),
+    "charlie": ({"text": 4, "binary": 1, "ping": 1, "pong": 0, "close": 1},
+                {"text": 5, "binary": 1, "ping": 0, "pong": 1, "close": 1}),
+}
+PROXY_NAMES = {"nginx": "nginx", "haproxy": "HAProxy", "apache": "Apache httpd"}
+PROXY_CONF = {"nginx": "nginx.conf", "haproxy": "haproxy.cfg", "apache": "apache2.conf"}
+
 SCENARIOS: dict[str, dict] = {
     "nginx-ok": {
         "title": "Correct nginx WebSocket proxy, three concurrent clients",
-        "clients": {"alpha": "i-am-alpha", "bravo": "i-am-bravo", "charlie": "i-am-charlie"},
+        "proxy": "nginx",
+        "clients": MULTI_CLIENTS,
         "connections": 3,
         "status": 101,
-        # per client: (client_to_server, server_to_client) message counts
-        "messages": {
-            "alpha": ({"text": 5, "binary": 2, "ping": 1, "pong": 0, "close": 1},
-                      {"text": 6, "binary": 2, "ping": 0, "pong": 1, "close": 1}),
-            "bravo": ({"text": 4, "binary": 1, "ping": 1, "pong": 0, "close": 1},
-                      {"text": 5, "binary": 1, "ping": 0, "pong": 1, "close": 1}),
-            "charlie": ({"text": 4, "binary": 1, "ping": 1, "pong": 0, "close": 1},
-                        {"text": 5, "binary": 1, "ping": 0, "pong": 1, "close": 1}),
-        },
+        "messages": MULTI_MESSAGES,
     },
     "nginx-no-upgrade": {
         "title": "nginx without proxy_http_version 1.1 / Upgrade / Connection (field note seed 004)",
+        "proxy": "nginx",
         "clients": {},
         "connections": 1,
         "status": 505,
@@ -59,6 +68,7 @@ SCENARIOS: dict[str, dict] = {
     },
     "nginx-no-upgrade-http11": {
         "title": "nginx with proxy_http_version 1.1 but without the Upgrade / Connection headers",
+        "proxy": "nginx",
         "clients": {},
         "connections": 1,
         "status": 426,
@@ -66,6 +76,7 @@ SCENARIOS: dict[str, dict] = {
     },
     "nginx-idle-timeout": {
         "title": "nginx proxy_read_timeout 3s closes an idle WebSocket",
+        "proxy": "nginx",
         "clients": {},
         "connections": 1,
         "status": 101,
@@ -73,6 +84,34 @@ SCENARIOS: dict[str, dict] = {
         "messages": {
             None: ({"text": 1, "binary": 0, "ping": 0, "pong": 0, "close": 0},
                    {"text": 1, "binary": 0, "ping": 0, "pong": 0, "close": 0}),
+        },
+    },
+    "haproxy-ok": {
+        "title": "HAProxy 2.6 (mode http, option forwardfor, timeout tunnel 30s), three concurrent clients",
+        "proxy": "haproxy",
+        "clients": MULTI_CLIENTS,
+        "connections": 3,
+        "status": 101,
+        "messages": MULTI_MESSAGES,
+    },
+    "apache-ok": {
+        "title": "Apache httpd 2.4 mod_proxy_wstunnel (ProxyPass /ws ws://...), three concurrent clients",
+        "proxy": "apache",
+        "clients": MULTI_CLIENTS,
+        "connections": 3,
+        "status": 101,
+        "messages": MULTI_MESSAGES,
+    },
+    "haproxy-server-reset": {
+        "title": "HAProxy: the backend resets the WebSocket connection mid-stream (TCP RST)",
+        "proxy": "haproxy",
+        "clients": {"delta": "i-am-delta"},
+        "connections": 1,
+        "status": 101,
+        "server_reset": True,
+        "messages": {
+            "delta": ({"text": 2, "binary": 0, "ping": 0, "pong": 0, "close": 0},
+                      {"text": 2, "binary": 0, "ping": 0, "pong": 0, "close": 0}),
         },
     },
 }
@@ -121,7 +160,7 @@ def read_capture(pcap: Path) -> dict:
     pkts = tshark_json(pcap, [
         "frame.number", "frame.time_epoch", "tcp.stream", "ip.src", "tcp.srcport", "ip.dst",
         "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset",
-        "tcp.len",
+        "tcp.len", "tcp.seq", "tcp.payload",
     ], "tcp")
     total = tshark_json(pcap, ["frame.number"])
     conns: dict[int, dict] = {}
@@ -142,6 +181,7 @@ def read_capture(pcap: Path) -> dict:
                 "first_ts": ts, "last_ts": ts, "packets": 0,
                 "payload_bytes": {d: 0 for d in DIRS}, "max_segment_payload": 0,
                 "fin": {}, "rst": {}, "last_payload_ts": None,
+                "segments": {d: {} for d in DIRS},
             }
         if syn and not ack:
             c["src"], c["dst"], c["syn_seen"] = src, dst, True
@@ -152,6 +192,8 @@ def read_capture(pcap: Path) -> dict:
         c["max_segment_payload"] = max(c["max_segment_payload"], plen)
         if plen:
             c["last_payload_ts"] = ts
+            payload = bytes.fromhex(one(p, "tcp.payload", "").replace(":", ""))
+            c["segments"][d].setdefault(int(one(p, "tcp.seq")), payload)  # first copy wins
         if fin and d not in c["fin"]:
             c["fin"][d] = ts
         if rst and d not in c["rst"]:
@@ -186,7 +228,33 @@ def read_capture(pcap: Path) -> dict:
         for code in r.get("websocket.payload.close.status_code", []):
             ws[d]["close"].append(int(code))
         ws[d]["close_reasons"] = ws[d].get("close_reasons", []) + r.get("websocket.payload.close.reason", [])
+    for c in conns.values():
+        c["stream_bytes"] = {d: reassemble(c["segments"][d]) for d in DIRS}
+        del c["segments"]
     return {"file": pcap, "packets": len(total), "connections": [conns[k] for k in sorted(conns)]}
+
+
+def reassemble(segments: dict[int, bytes]) -> bytes | None:
+    """One direction's TCP payload in sequence order (None if there is a hole)."""
+    out = bytearray()
+    nxt = None
+    for seq in sorted(segments):
+        data = segments[seq]
+        if nxt is None:
+            nxt = seq
+        if seq > nxt:
+            return None
+        out += data[nxt - seq:]
+        nxt = max(nxt, seq + len(data))
+    return bytes(out)
+
+
+def after_head(data: bytes | None) -> bytes | None:
+    """What follows the first HTTP head (the WebSocket bytes after the handshake)."""
+    if data is None:
+        return None
+    i = data.find(b"\r\n\r\n")
+    return data[i + 4:] if i >= 0 else b""
 
 
 def header(headers: list[tuple[str, str]], name: str) -> str | None:
@@ -314,6 +382,20 @@ def find_pairs(name: str, spec: dict, cli: dict, srv: dict) -> list[dict]:
                 "client": [n for n, _ in creq["headers"]],
                 "server": [n for n, _ in sreq["headers"]],
             },
+            # response header names as each side saw them (server sent, client received)
+            "response_header_order": {
+                "server": [n for n, _ in sresp["headers"]] if sresp else [],
+                "client": [n for n, _ in cresp["headers"]] if cresp else [],
+            },
+            # are the bytes after the HTTP heads (the WebSocket frames) identical on both
+            # legs, per direction? (masking keys, frame boundaries and payloads untouched)
+            # (None: not a WebSocket connection, or a hole in a capture)
+            "websocket_bytes_identical": {
+                d: (after_head(c["stream_bytes"][d]) == after_head(s["stream_bytes"][d])
+                    if c["stream_bytes"][d] is not None and s["stream_bytes"][d] is not None
+                    and cresp and sresp and cresp["status"] == sresp["status"] == 101 else None)
+                for d in DIRS
+            },
             "response_status": {"server_sent": sresp["status"] if sresp else None,
                                 "client_received": cresp["status"] if cresp else None},
             "response_header_changes": (response_changes(sresp["headers"], cresp["headers"])
@@ -363,6 +445,16 @@ def verify(name: str, spec: dict, cap: dict[str, dict], conns: dict[str, list[di
         for p in pairs:
             removed = {h["name"].lower() for h in p["request_header_changes"] if h["change"] == "removed"}
             check("upgrade" in removed, f"{name}: Upgrade header not removed by the proxy?")
+    if spec.get("server_reset"):
+        for c in conns["server"]:
+            check(c["tcp"]["rst_from"] == ["server"],
+                  f"{name}/server: RST from {c['tcp']['rst_from']}, expected the backend's RST")
+        for side in ("client", "server"):
+            for c in conns[side]:
+                check(not any(c["close_codes"].values()), f"{name}/{side}: unexpected close frame")
+        for c in conns["client"]:
+            check(c["tcp"]["first_fin_from"] == "server" or "server" in c["tcp"]["rst_from"],
+                  f"{name}/client: the proxy did not end the client leg")
     if "idle_timeout_s" in spec:
         for side in ("client", "server"):
             for c in conns[side]:
@@ -391,8 +483,12 @@ def read_versions(run_log: Path) -> dict[str, str]:
 
 def server_block(conf: Path) -> str:
     if not conf.exists():
-        return "(nginx.conf missing)"
+        return f"({conf.name} missing)"
     text = conf.read_text()
+    if conf.name != "nginx.conf":
+        # haproxy.cfg / apache2.conf: the part after the marker line written by make_captures.sh
+        marker = "# --- proxy part (shown in MANIFEST.md)\n"
+        return text.split(marker, 1)[-1].rstrip()
     start = text.find("    map ")
     return "\n".join(line[4:] if line.startswith("    ") else line
                      for line in text[start:].rstrip().rstrip("}").rstrip().splitlines())
@@ -439,6 +535,41 @@ WebSocket close frame on either leg: the server records close code 1006, the cli
 "upstream timed out (110: Connection timed out) while proxying upgraded connection".
 The first FIN is the proxy's on both legs, ~3.0 s after the last payload.
 """,
+    "haproxy-ok": """\
+The same three concurrent clients as `nginx-ok` (alpha, bravo, charlie; same messages, same
+ground truth `i-am-<name>`), through HAProxy 2.6 in `mode http` with `option forwardfor` and
+`timeout tunnel 30s` (HAProxy switches the connection to tunnel mode after the 101). What
+HAProxy does to the handshake: it adds `x-forwarded-for: 192.0.2.10` and it **lower-cases
+every header name** in both directions (HTX: HTTP/1 header names are rewritten in lower
+case), values untouched, order kept; `Host`, `Connection: Upgrade` and the response's
+`Server`/`Date` pass through unchanged. Names are compared case-insensitively, so the only
+header change in the table is the added `x-forwarded-for`; the case changes are in the
+header order lines and the notes. The close handshake (1000 both ways) and the server's
+FIN are relayed leg by leg.
+""",
+    "apache-ok": """\
+The same three concurrent clients as `nginx-ok`, through Apache httpd 2.4 (Debian's
+`apache2` binary with a minimal configuration: mpm_event, mod_proxy, mod_proxy_http,
+mod_proxy_wstunnel) and `ProxyPass /ws ws://198.51.100.10:8080/ws` (with
+`ProxyWebsocketFallbackToProxyHttp` at its default, mod_proxy_http performs the Upgrade).
+What Apache does to the handshake: `Host` becomes the backend address (no
+`ProxyPreserveHost`), `X-Forwarded-For`, `X-Forwarded-Host` and `X-Forwarded-Server` are
+added, and the hop-by-hop `Connection: Upgrade` / `Upgrade: websocket` are regenerated at
+the **end** of the request; in the response the backend's `Server` and `Date` are kept
+(Apache does not add its own), and `Connection`/`Upgrade` are moved to the end. Values are
+otherwise unchanged, so the response has no header change in the table, only a different
+order. The close handshake (1000 both ways) and the server's FIN are relayed leg by leg.
+""",
+    "haproxy-server-reset": """\
+One client (delta) through the `haproxy-ok` configuration. The server is started with
+`--reset-after 2`: it echoes `hello` and `i-am-delta`, waits 50 ms, then aborts the
+connection with `SO_LINGER {1, 0}`, so the kernel sends a **TCP RST** (no close frame, no
+FIN) on the server leg. HAProxy logs the session with termination flags `SD--` (server
+aborted during the data phase; see `run.log`) and ends the client leg with a plain **FIN**
+(no WebSocket close frame, no RST) about 0.1 ms after the RST; the client answers with its
+FIN. The `websockets` client sees `ConnectionClosedError` with no close frame received or
+sent (close code 1006). The server leg has no FIN at all: its only end is the server's RST.
+""",
 }
 
 
@@ -456,7 +587,7 @@ def manifest(expected: dict, root: Path) -> str:
                "TSO/GSO limited to one segment so captured segments are wire-sized, IPv6 off):")
     out.append("")
     out.append("```")
-    out.append("wsa-client                 wsa-proxy (nginx)                     wsa-server")
+    out.append("wsa-client                 wsa-proxy (nginx | HAProxy | Apache)  wsa-server")
     out.append("192.0.2.10 ---- veth ---- 192.0.2.1:80 | 198.51.100.1 ---- veth ---- 198.51.100.10:8080")
     out.append("                          ^ client.pcap   ^ server.pcap")
     out.append("```")
@@ -475,20 +606,24 @@ def manifest(expected: dict, root: Path) -> str:
     out.append("")
     out.append("Server: `captures/ws_server.py` (websockets asyncio server, echo, `push` -> JSON, "
                "sub-protocol `chat` if offered, `compression=None`, no keepalive pings). Client: "
-               "`captures/ws_client.py`. Logs of the run (client, server, nginx access and error "
-               "logs, tcpdump statistics) are in `<scenario>/run.log`, the exact nginx configuration "
-               "in `<scenario>/nginx.conf`.")
+               "`captures/ws_client.py`. Each proxy runs in the foreground in `wsa-proxy` with its "
+               "own configuration, pid and log files in a scratch directory (never as a system "
+               "service). Logs of the run (client, server, proxy access and error logs, tcpdump "
+               "statistics) are in `<scenario>/run.log`, the exact proxy configuration in "
+               "`<scenario>/nginx.conf`, `<scenario>/haproxy.cfg` or `<scenario>/apache2.conf`.")
     out.append("")
     for name, sc in expected["scenarios"].items():
         out.append(f"## `{name}`: {sc['title']}")
         out.append("")
         out.append(PROSE.get(name, "").rstrip())
         out.append("")
-        out.append("nginx configuration (http-level part; full file in "
-                   f"`{name}/nginx.conf`):")
+        proxy, conf = sc["proxy"], PROXY_CONF[sc["proxy"]]
+        part = {"nginx": "http-level part", "haproxy": "without the `global` section",
+                "apache": "the proxy part"}[proxy]
+        out.append(f"{PROXY_NAMES[proxy]} configuration ({part}; full file in `{name}/{conf}`):")
         out.append("")
-        out.append("```nginx")
-        out.append(server_block(root / name / "nginx.conf"))
+        out.append("```" + proxy)
+        out.append(server_block(root / name / conf))
         out.append("```")
         out.append("")
         for side in ("client", "server"):
@@ -507,7 +642,8 @@ def manifest(expected: dict, root: Path) -> str:
                     f"{fmt_counts(c['messages']['server_to_client'])} | "
                     f"{c['close_codes']['client_to_server'] or '-'} / {c['close_codes']['server_to_client'] or '-'} | "
                     f"{c['tcp']['first_fin_from'] or '-'}"
-                    f"{' after {:.3f} s idle'.format(c['tcp']['idle_before_first_fin_s']) if c['tcp']['idle_before_first_fin_s'] is not None and c['tcp']['idle_before_first_fin_s'] > 1 else ''} |")
+                    f"{' after {:.3f} s idle'.format(c['tcp']['idle_before_first_fin_s']) if c['tcp']['idle_before_first_fin_s'] is not None and c['tcp']['idle_before_first_fin_s'] > 1 else ''}"
+                    f"{''.join(f'; RST from {w}' for w in c['tcp']['rst_from'])} |")
             out.append("")
         out.append("**What the analysis must find**")
         out.append("")
@@ -535,6 +671,11 @@ def manifest(expected: dict, root: Path) -> str:
         out.append("Header order: client sent `" + ", ".join(p0["request_header_order"]["client"]) +
                    "`; server received `" + ", ".join(p0["request_header_order"]["server"]) + "`.")
         out.append("")
+        if p0["response_header_order"]["server"] != p0["response_header_order"]["client"]:
+            out.append("Response header order: server sent `" +
+                       ", ".join(p0["response_header_order"]["server"]) + "`; client received `" +
+                       ", ".join(p0["response_header_order"]["client"]) + "`.")
+            out.append("")
         if p0["response_header_changes"]:
             out.append("Response header changes (server sent -> client received):")
             out.append("")
@@ -560,7 +701,11 @@ def manifest(expected: dict, root: Path) -> str:
                "added|removed|modified, `client_value`, `server_value`; names compared "
                "case-insensitively, values exactly, repeated headers joined with \", \"), "
                "`response_header_changes[]` (`server_value` = as the server sent it, "
-               "`client_value` = as the client received it) and `response_status`.")
+               "`client_value` = as the client received it), `response_status`, "
+               "`request_header_order` / `response_header_order` (header names exactly as each "
+               "side saw them: a change of name case only shows here) and "
+               "`websocket_bytes_identical` (per direction: are the bytes after the HTTP heads "
+               "identical on both legs).")
     out.append("")
     return "\n".join(out)
 
@@ -573,15 +718,46 @@ def derive(root: Path) -> dict:
         if not (d / "client.pcap").exists() or not (d / "server.pcap").exists():
             print(f"derive_expected: {name}: no captures, skipped", file=sys.stderr)
             continue
-        if not expected["software"]:
-            expected["software"] = read_versions(d / "run.log")
+        for k, v in read_versions(d / "run.log").items():
+            expected["software"].setdefault(k, v)  # the proxies of every scenario present
         cap = {side: read_capture(d / f"{side}.pcap") for side in ("client", "server")}
         conns = {side: [connection_json(c) for c in cap[side]["connections"]] for side in cap}
         pairs = find_pairs(name, spec, cap["client"], cap["server"])
         verify(name, spec, cap, conns, pairs)
         check(all(p["request_header_changes"] == pairs[0]["request_header_changes"] for p in pairs),
               f"{name}: request header changes differ between pairs")
-        notes = []
+        notes: list[str] = []
+        generic: list[str] = []  # computed for every scenario, listed after the specific notes
+        p0 = pairs[0]
+        for what, order, a, b in (
+            ("request", p0["request_header_order"], "client", "server"),
+            ("response", p0["response_header_order"], "server", "client"),
+        ):
+            before = {n.lower(): n for n in order[a]}
+            recased = [f"`{before[n.lower()]}` -> `{n}`" for n in order[b]
+                       if n.lower() in before and before[n.lower()] != n]
+            if recased:
+                generic.append(f"The proxy changes the case of {what} header names (same values, so no "
+                             f"change in the table above): " + ", ".join(recased) + ".")
+            elif ([n for n in order[a] if n.lower() in {x.lower() for x in order[b]}] !=
+                  [n for n in order[b] if n.lower() in {x.lower() for x in order[a]}]):
+                generic.append(f"The proxy reorders the {what} headers (see the header order above).")
+        if all(all(v for v in p["websocket_bytes_identical"].values()) for p in pairs) and spec["status"] == 101:
+            generic.append(f"{PROXY_NAMES[spec['proxy']]} forwards the WebSocket frames byte for byte: frame "
+                         "boundaries, masking keys and payloads are identical on both legs; only TCP "
+                         "segmentation and timing differ.")
+        if spec.get("server_reset"):
+            cc, sc_ = cap["client"]["connections"][0], cap["server"]["connections"][0]
+            rst = sc_["rst"].get("server_to_client")
+            end = {**{("FIN", k): t for k, t in cc["fin"].items()}, **{("RST", k): t for k, t in cc["rst"].items()}}
+            if rst is not None and end:
+                (kind, direction), t = min(end.items(), key=lambda kv: kv[1])
+                who = "the proxy" if direction == "server_to_client" else "the client"
+                notes.append(f"The backend's RST on the server leg is followed {1e3 * (t - rst):.3f} ms later by "
+                             f"a {kind} from {who} on the client leg (same clock); no WebSocket close frame on "
+                             "either leg, no RST on the client leg." if not cc["rst"] else
+                             f"The backend's RST on the server leg is followed {1e3 * (t - rst):.3f} ms later by "
+                             f"a {kind} from {who} on the client leg (same clock).")
         if name == "nginx-idle-timeout":
             cfin = cap["client"]["connections"][0]["fin"]
             sfin = cap["server"]["connections"][0]["fin"]
@@ -589,14 +765,14 @@ def derive(root: Path) -> dict:
                 delta = cfin["server_to_client"] - sfin["client_to_server"]
                 notes.append(f"nginx sent its FIN to the client {delta * 1e3:+.3f} ms after its FIN to "
                              "the server (same clock: both captures are taken in the proxy namespace).")
-        if name == "nginx-ok":
-            notes.append("All three clients send the identical first message `hello` at the same moment; "
-                         "the pairing is only decidable by the unique `i-am-<name>` message, the "
-                         "Sec-WebSocket-Key, the ping payload `ping-<name>` or timing.")
-            notes.append("nginx forwards the WebSocket frames byte for byte: frame boundaries, masking keys "
-                         "and payloads are identical on both legs; only TCP segmentation and timing differ.")
+        if spec.get("clients") is MULTI_CLIENTS:
+            notes.insert(0, "All three clients send the identical first message `hello` at the same moment; "
+                            "the pairing is only decidable by the unique `i-am-<name>` message, the "
+                            "Sec-WebSocket-Key, the ping payload `ping-<name>` or timing.")
+        notes += generic
         expected["scenarios"][name] = {
             "title": spec["title"],
+            "proxy": spec["proxy"],
             "captures": {
                 side: {
                     "file": f"{name}/{side}.pcap",

@@ -6,24 +6,32 @@
 # Three network namespaces joined by two veth pairs (MTU 1500):
 #
 #   wsa-client                wsa-proxy                         wsa-server
-#   192.0.2.10 --[veth]-- 192.0.2.1 | nginx | 198.51.100.1 --[veth]-- 198.51.100.10:8080
+#   192.0.2.10 --[veth]-- 192.0.2.1 | proxy | 198.51.100.1 --[veth]-- 198.51.100.10:8080
 #      ws_client.py          ^ client.pcap      ^ server.pcap        ws_server.py
 #
-# tcpdump runs in wsa-proxy on both proxy veths. Each scenario leaves
-# captures/<scenario>/{client.pcap,server.pcap,nginx.conf,run.log}; at the end
-# derive_expected.py reads the pcaps with tshark and rewrites captures/expected.json and
-# captures/MANIFEST.md (ports are random on every run).
+# The proxy is nginx, HAProxy or Apache httpd (the scenario name's prefix), run in the
+# foreground in wsa-proxy with its own configuration, pid and log files in a scratch
+# directory (never as a system service). tcpdump runs in wsa-proxy on both proxy veths.
+# Each scenario leaves captures/<scenario>/{client.pcap,server.pcap,<proxy config>,run.log}
+# (<proxy config> = nginx.conf | haproxy.cfg | apache2.conf); at the end
+# derive_expected.py reads the pcaps of every scenario present with tshark and rewrites
+# captures/expected.json and captures/MANIFEST.md (ports are random on every run).
 #
-# Needs: root, iproute2, nginx (nginx-light is enough), tcpdump, tshark, a Python >= 3.11
-# with `websockets` (set PYTHON=/path/to/python to choose one). Optional: ethtool (to turn
+# Needs: root, iproute2, tcpdump, tshark, a Python >= 3.11 with `websockets` (set
+# PYTHON=/path/to/python to choose one), and the proxies of the selected scenarios:
+# nginx (nginx-light is enough), haproxy, apache2 (Debian packages; installing them may
+# enable their system services: this script never uses those). Optional: ethtool (to turn
 # off TSO/GSO/GRO on the veths; without it the script sets gso_max_segs 1, which has the
 # same effect on the captured segment sizes, and derive_expected.py checks them).
 #
-# Scenarios: nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout
+# Scenarios (all by default; name some to run only those, e.g. `... haproxy-ok apache-ok`):
+#   nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout
+#   haproxy-ok apache-ok haproxy-server-reset
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ALL_SCENARIOS=(nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout)
+ALL_SCENARIOS=(nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout
+               haproxy-ok apache-ok haproxy-server-reset)
 if (($# > 0)); then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 
 NS_C=wsa-client
@@ -43,19 +51,49 @@ SERVER_PORT=8080
 die() { echo "make_captures.sh: $*" >&2; exit 1; }
 say() { echo "==> $*" >&2; }
 
+proxy_of() {     # proxy_of SCENARIO: nginx | haproxy | apache
+    case $1 in
+    nginx-*) echo nginx ;;
+    haproxy-*) echo haproxy ;;
+    apache-*) echo apache ;;
+    *) die "no proxy for scenario $1" ;;
+    esac
+}
+proxy_conf_name() {  # the configuration file kept beside the pcaps
+    case $(proxy_of "$1") in
+    nginx) echo nginx.conf ;;
+    haproxy) echo haproxy.cfg ;;
+    apache) echo apache2.conf ;;
+    esac
+}
+APACHE_MODULES=/usr/lib/apache2/modules
+
 # ---------------------------------------------------------------- preflight checks
 [[ $(id -u) -eq 0 ]] || die "must run as root (sudo bash captures/make_captures.sh)"
+for s in "${SCENARIOS[@]}"; do
+    [[ " ${ALL_SCENARIOS[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
+done
+tools=(ip ss tcpdump tshark timeout)
+for s in "${SCENARIOS[@]}"; do
+    case $(proxy_of "$s") in
+    nginx) tools+=(nginx) ;;
+    haproxy) tools+=(haproxy) ;;
+    apache) tools+=(apache2) ;;
+    esac
+done
 missing=()
-for tool in ip ss nginx tcpdump tshark timeout; do
+for tool in $(printf '%s\n' "${tools[@]}" | sort -u); do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
     die "missing tool(s): ${missing[*]}
-  install with: apt-get install -y nginx-light tcpdump tshark iproute2 coreutils"
+  install with: apt-get install -y nginx-light haproxy apache2 tcpdump tshark iproute2 coreutils"
 fi
-for s in "${SCENARIOS[@]}"; do
-    [[ " ${ALL_SCENARIOS[*]} " == *" $s "* ]] || die "unknown scenario '$s' (known: ${ALL_SCENARIOS[*]})"
-done
+if [[ " ${tools[*]} " == *" apache2 "* ]]; then
+    for m in mpm_event authn_core authz_core proxy proxy_http proxy_wstunnel; do
+        [[ -f $APACHE_MODULES/mod_$m.so ]] || die "Apache module $APACHE_MODULES/mod_$m.so missing (apt-get install -y apache2)"
+    done
+fi
 
 # A Python with websockets: $PYTHON, then python3 on PATH, then the invoking user's
 # usual interpreters (sudo resets PATH, which may hide a pyenv/venv python).
@@ -256,26 +294,128 @@ $(nginx_location "$s")
 EOF
 }
 
+# ---------------------------------------------------------------- HAProxy configs
+haproxy_conf() {     # haproxy_conf SCENARIO PREFIX
+    local s=$1 p=$2
+    cat <<EOF
+# wsanalyze capture scenario: $s  (@WORKDIR@ = per-run scratch directory)
+# run in the foreground: haproxy -db -f haproxy.cfg (no daemon, no master-worker)
+global
+    pidfile $p/haproxy.pid
+    log stdout format raw local0 info
+    nbthread 1
+    maxconn 64
+
+# --- proxy part (shown in MANIFEST.md)
+defaults
+    mode http
+    log global
+    option httplog
+    option forwardfor
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 30s
+
+frontend fe_ws
+    bind 192.0.2.1:80
+    default_backend be_ws
+
+backend be_ws
+    server ws1 198.51.100.10:8080
+EOF
+}
+
+# ---------------------------------------------------------------- Apache configs
+apache_conf() {      # apache_conf SCENARIO PREFIX
+    local s=$1 p=$2 m=$APACHE_MODULES
+    cat <<EOF
+# wsanalyze capture scenario: $s  (@WORKDIR@ = per-run scratch directory)
+# run in the foreground: apache2 -f apache2.conf -D FOREGROUND (Debian's apache2 binary;
+# nothing under /etc/apache2 is read)
+ServerRoot $p
+DefaultRuntimeDir $p
+PidFile $p/apache2.pid
+ErrorLog $p/error.log
+LogLevel info
+User www-data
+Group www-data
+LoadModule mpm_event_module $m/mod_mpm_event.so
+LoadModule authn_core_module $m/mod_authn_core.so
+LoadModule authz_core_module $m/mod_authz_core.so
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 25
+MaxRequestWorkers 25
+MinSpareThreads 5
+MaxSpareThreads 25
+LogFormat "%a:%{remote}p \"%r\" %>s %b time_us=%D" wsa
+CustomLog $p/access.log wsa
+
+# --- proxy part (shown in MANIFEST.md)
+LoadModule proxy_module $m/mod_proxy.so
+LoadModule proxy_http_module $m/mod_proxy_http.so
+LoadModule proxy_wstunnel_module $m/mod_proxy_wstunnel.so
+ServerName 192.0.2.1
+Listen 192.0.2.1:80
+ProxyPass /ws ws://198.51.100.10:8080/ws
+EOF
+}
+
+PROXY_PID=""
+start_proxy() {      # start_proxy SCENARIO DIR: the proxy in the foreground in wsa-proxy
+    local s=$1 d=$2 conf
+    conf="$d/$(proxy_conf_name "$s")"
+    case $(proxy_of "$s") in
+    nginx)
+        nginx_conf "$s" "$d" >"$conf"
+        in_ns "$NS_P" nginx -t -q -p "$d" -c "$conf" -e "$d/error.log" \
+            || die "nginx rejected the $s config ($conf)"
+        ip netns exec "$NS_P" nginx -p "$d" -c "$conf" -e "$d/error.log" -g 'daemon off;' \
+            >"$d/proxy.out" 2>&1 &
+        ;;
+    haproxy)
+        haproxy_conf "$s" "$d" >"$conf"
+        in_ns "$NS_P" haproxy -c -q -f "$conf" || die "haproxy rejected the $s config ($conf)"
+        ip netns exec "$NS_P" haproxy -db -f "$conf" >"$d/proxy.out" 2>&1 &
+        ;;
+    apache)
+        apache_conf "$s" "$d" >"$conf"
+        in_ns "$NS_P" apache2 -t -f "$conf" >"$d/configtest.log" 2>&1 \
+            || die "apache2 rejected the $s config ($conf): $(cat "$d/configtest.log")"
+        ip netns exec "$NS_P" apache2 -f "$conf" -D FOREGROUND >"$d/proxy.out" 2>&1 &
+        ;;
+    esac
+    PROXY_PID=$!; PIDS+=("$PROXY_PID")
+}
+
+stop_proxy() {       # graceful stop: every connection of the scenario is closed by now
+    case $(proxy_of "$1") in
+    nginx) stop_pid "$PROXY_PID" QUIT ;;
+    haproxy) stop_pid "$PROXY_PID" USR1 ;;    # soft stop
+    apache) stop_pid "$PROXY_PID" WINCH ;;    # graceful-stop
+    esac
+}
+
 # ---------------------------------------------------------------- one scenario
 run_scenario() {
-    local s=$1 d="$WORK/$s" out="$HERE/$s" srv ngx tdc tds rc=0
-    say "scenario $s"
+    local s=$1 d="$WORK/$s" out="$HERE/$s" srv tdc tds rc=0 conf
+    local srv_args=()
+    conf=$(proxy_conf_name "$s")
+    say "scenario $s ($(proxy_of "$s"))"
     mkdir -p "$d"
+    chmod 755 "$d"
     netns_up
-    nginx_conf "$s" "$d" >"$d/nginx.conf"
+    if [[ $s == haproxy-server-reset ]]; then srv_args=(--reset-after 2); fi
 
     # background processes: `ip netns exec` directly (it execs the program, so $! is the
     # program's own pid and our signals reach it; a shell function would add a subshell)
     ip netns exec "$NS_S" "$PY" -u "$HERE/ws_server.py" --host "$SERVER_IP" --port "$SERVER_PORT" \
-        >"$d/server.log" 2>&1 &
+        "${srv_args[@]}" >"$d/server.log" 2>&1 &
     srv=$!; PIDS+=("$srv")
     wait_listen "$NS_S" "$SERVER_PORT"
 
-    in_ns "$NS_P" nginx -t -q -p "$d" -c "$d/nginx.conf" -e "$d/error.log" \
-        || die "nginx rejected the $s config ($d/nginx.conf)"
-    ip netns exec "$NS_P" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" -g 'daemon off;' \
-        >"$d/nginx.out" 2>&1 &
-    ngx=$!; PIDS+=("$ngx")
+    start_proxy "$s" "$d"
     wait_listen "$NS_P" 80
 
     # --immediate-mode: without it the last packets sit in an unretired TPACKET_V3 block
@@ -287,7 +427,7 @@ run_scenario() {
     ip netns exec "$NS_P" tcpdump -i "$IF_PS" -s 0 -B 65536 -U --immediate-mode -n -Z root -w "$d/server.pcap" >"$d/tcpdump-server.log" 2>&1 &
     tds=$!; PIDS+=("$tds")
     for _ in $(seq 100); do
-        grep -q 'listening on' "$d/tcpdump-client.log" && grep -q 'listening on' "$d/tcpdump-server.log" && break
+        grep -qs 'listening on' "$d/tcpdump-client.log" && grep -qs 'listening on' "$d/tcpdump-server.log" && break
         sleep 0.05
     done
     grep -q 'listening on' "$d/tcpdump-client.log" || die "tcpdump on $IF_PC did not start: $(cat "$d/tcpdump-client.log")"
@@ -295,16 +435,17 @@ run_scenario() {
     sleep 0.2
 
     case $s in
-    nginx-ok) mode=(multi) ;;
+    nginx-ok | haproxy-ok | apache-ok) mode=(multi) ;;
     nginx-no-upgrade | nginx-no-upgrade-http11) mode=(refused) ;;
     nginx-idle-timeout) mode=(idle --idle 5) ;;
+    haproxy-server-reset) mode=(reset --idle 5) ;;
     esac
     in_ns "$NS_C" timeout 30 "$PY" -u "$HERE/ws_client.py" "${mode[@]}" --url "ws://$PROXY_C_IP/ws" \
         >"$d/client.log" 2>&1 || rc=$?
 
     sleep 0.5                       # let the last FIN/ACKs reach the wire
     stop_pid "$tdc" INT; stop_pid "$tds" INT
-    stop_pid "$ngx" QUIT            # graceful nginx shutdown
+    stop_proxy "$s"
     stop_pid "$srv" TERM
     PIDS=()
     netns_down
@@ -322,12 +463,13 @@ run_scenario() {
 
     mkdir -p "$out"
     cp "$d/client.pcap" "$d/server.pcap" "$out/"
-    sed "s#$d#@WORKDIR@#g" "$d/nginx.conf" >"$out/nginx.conf"
+    sed "s#$d#@WORKDIR@#g" "$d/$conf" >"$out/$conf"
     {
         echo "# $s: logs of one run of make_captures.sh (the pcaps beside this file)"
-        echo; echo "## versions"; versions
-        for f in client.log server.log access.log error.log tcpdump-client.log tcpdump-server.log; do
-            echo; echo "## $f"; [[ -f $d/$f ]] && sed "s#$d#@WORKDIR@#g" "$d/$f"
+        echo; echo "## versions"; versions "$s"
+        for f in client.log server.log access.log error.log proxy.out tcpdump-client.log tcpdump-server.log; do
+            [[ -s $d/$f ]] || continue
+            echo; echo "## $f"; sed "s#$d#@WORKDIR@#g" "$d/$f"
         done
     } >"$out/run.log"
     if ((rc != 0)); then
@@ -337,8 +479,21 @@ run_scenario() {
 }
 
 # ---------------------------------------------------------------- main
-versions() {     # "key: value" lines, parsed by derive_expected.py
-    echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') ($(dpkg-query -W -f='${Package} ${Version}' nginx-light 2>/dev/null || echo 'package unknown'))"
+pkg_version() {  # pkg_version PACKAGE...: "package version" of the first one installed
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\n' "$p" 2>/dev/null \
+            | awk '$1 == "installed" {print $2, $3; f = 1} END {exit !f}' && return 0
+    done
+    echo "package unknown"
+}
+
+versions() {     # versions SCENARIO: "key: value" lines, parsed by derive_expected.py
+    case $(proxy_of "$1") in
+    nginx) echo "nginx: $(nginx -v 2>&1 | sed 's/^nginx version: //') ($(pkg_version nginx-light nginx-core nginx))" ;;
+    haproxy) echo "haproxy: $(haproxy -v 2>&1 | head -1 | sed 's/^HAProxy version //; s/ - https.*//') ($(pkg_version haproxy))" ;;
+    apache) echo "apache: $(apache2 -v 2>&1 | sed -n 's/^Server version: //p') ($(pkg_version apache2-bin apache2))" ;;
+    esac
     echo "websockets: $("$PY" -c 'import websockets; print(websockets.__version__)')"
     echo "python: $("$PY" -c 'import platform; print(platform.python_version())')"
     echo "kernel: $(uname -sr)"
@@ -352,7 +507,13 @@ versions() {     # "key: value" lines, parsed by derive_expected.py
 WORK=$(mktemp -d /tmp/wsa-captures.XXXXXX)
 chmod 755 "$WORK"
 say "python: $PY ($("$PY" -c 'import websockets; print("websockets", websockets.__version__)'))"
-say "nginx: $(nginx -v 2>&1)"
+for tool in $(printf '%s\n' "${tools[@]}" | sort -u); do
+    case $tool in
+    nginx) say "nginx: $(nginx -v 2>&1)" ;;
+    haproxy) say "haproxy: $(haproxy -v 2>&1 | head -1)" ;;
+    apache2) say "apache2: $(apache2 -v 2>&1 | head -1)" ;;
+    esac
+done
 ((HAVE_ETHTOOL)) || say "ethtool not found: using 'ip link set gso_max_segs 1' only (apt-get install -y ethtool to also switch offloads off)"
 for s in "${SCENARIOS[@]}"; do run_scenario "$s"; done
 

@@ -11,6 +11,9 @@ Modes:
            printed and the exit status is 0.
   idle     one client: "hello", then silent for --idle seconds; records how the
            connection ends (the proxy's idle timeout).
+  reset    one client (delta) against a server started with --reset-after 2: "hello",
+           "i-am-delta" (both echoed), then waits up to --idle seconds and records how the
+           proxy ends the client leg after the backend's TCP RST.
 
 Every message is awaited (echo received) before the next is sent, so per-connection
 order is deterministic; the clients still run concurrently. Prints one line per event.
@@ -134,9 +137,34 @@ async def idle(url: str, seconds: float) -> int:
     return 0
 
 
+async def reset(url: str, seconds: float) -> int:
+    name = "delta"
+    async with connect(
+        url, subprotocols=["chat"], compression=None, ping_interval=None, proxy=None,
+        open_timeout=5, close_timeout=2,
+    ) as ws:
+        log(name, f"open local_port={ws.local_address[1]} subprotocol={ws.subprotocol!r}")
+        await echo(ws, name, "hello")
+        await asyncio.sleep(GAP)
+        await echo(ws, name, f"i-am-{name}")
+        t0 = time.monotonic()
+        try:
+            msg = await asyncio.wait_for(ws.recv(), timeout=seconds)
+            log(name, f"UNEXPECTED message {msg!r}")
+            return 1
+        except TimeoutError:
+            log(name, f"UNEXPECTED: still open after {seconds} s")
+            return 1
+        except websockets.ConnectionClosed as exc:
+            log(name, f"connection closed after {time.monotonic() - t0:.3f} s: "
+                      f"{type(exc).__name__} rcvd={exc.rcvd} sent={exc.sent} "
+                      f"cause={exc.__cause__!r}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=("multi", "refused", "idle"))
+    ap.add_argument("mode", choices=("multi", "refused", "idle", "reset"))
     ap.add_argument("--url", default="ws://192.0.2.1/ws")
     ap.add_argument("--idle", type=float, default=5.0)
     args = ap.parse_args()
@@ -145,6 +173,8 @@ def main() -> int:
         return asyncio.run(multi(args.url))
     if args.mode == "refused":
         return asyncio.run(refused(args.url))
+    if args.mode == "reset":
+        return asyncio.run(reset(args.url, args.idle))
     return asyncio.run(idle(args.url, args.idle))
 
 

@@ -8,7 +8,11 @@
 - negotiates the sub-protocol "chat" if the client offers it, none otherwise;
 - permessage-deflate disabled (compression=None) so payloads are identical on both legs;
 - no keepalive pings (ping_interval=None): every frame on the wire is one the client
-  scenario asked for.
+  scenario asked for;
+- with --reset-after N: after echoing the N-th message of a connection (and a short pause,
+  so the echo is on the wire and acknowledged), the server aborts that TCP connection with
+  SO_LINGER {on, 0}: the kernel sends a RST instead of a FIN and no close frame is sent
+  (the "backend died mid-stream" case).
 
 Logs one line per event on stdout (flushed), used by make_captures.sh as ground truth.
 """
@@ -21,6 +25,8 @@ import http
 import json
 import logging
 import signal
+import socket
+import struct
 import sys
 import time
 
@@ -28,6 +34,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection, serve
 
 PUSH_SEQ = 0
+RESET_AFTER = 0  # --reset-after N (0: never)
 
 
 def log(msg: str) -> None:
@@ -50,11 +57,20 @@ async def handler(ws: ServerConnection) -> None:
     global PUSH_SEQ
     peer = "{}:{}".format(*ws.remote_address[:2])
     log(f"open {peer} subprotocol={ws.subprotocol!r}")
+    count = 0
     try:
         async for message in ws:
+            count += 1
             kind = "text" if isinstance(message, str) else "binary"
             log(f"recv {peer} {kind} len={len(message)} head={message[:40]!r}")
             await ws.send(message)
+            if RESET_AFTER and count >= RESET_AFTER:
+                await asyncio.sleep(0.05)  # the echo is sent and acknowledged
+                sock = ws.transport.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                log(f"reset {peer} after message {count} (SO_LINGER 0, abort)")
+                ws.transport.abort()
+                break
             if message == "push":
                 PUSH_SEQ += 1
                 doc = {
@@ -74,7 +90,11 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--host", default="198.51.100.10")
     ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--reset-after", type=int, default=0,
+                    help="abort each connection with a TCP RST after echoing this many messages")
     args = ap.parse_args()
+    global RESET_AFTER
+    RESET_AFTER = args.reset_after
 
     logging.basicConfig(
         stream=sys.stdout, level=logging.INFO, format="%(created).6f websockets %(message)s"

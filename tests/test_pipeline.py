@@ -155,3 +155,33 @@ def test_mid_stream_roles_are_corrected_by_http(tmp_path: Path) -> None:
     assert [r.target for r in conn.requests] == [b"/x"]
     assert [r.status for r in conn.responses] == [200]
     assert "tcp_connection_mid_stream" in _codes(conn)
+
+
+def test_capture_level_findings_name_their_capture(tmp_path: Path) -> None:
+    """A finding about the file itself (timestamps going backwards) names the capture
+    whose packet numbers it lists, in the findings and in every report."""
+    from scapy.utils import wrpcap
+
+    import wsanalyze
+    from wsanalyze import report
+
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    f.send("c", http_request("/x", [("Host", "y")]), t_us(100))
+    f.send("s", http_response(200, "OK", [("Content-Length", "0")]), t_us(200))
+    f.packets[3].time, f.packets[4].time = f.packets[4].time, f.packets[3].time
+    path = tmp_path / "backwards.pcap"
+    wrpcap(str(path), f.packets, linktype=1)  # unsorted on purpose
+    a = wsanalyze.analyze(path, path, strict=True)
+    backwards = [x for x in a.finding_list if x.code == "capture_timestamps_out_of_order"]
+    assert {x.capture for x in backwards} == {"client", "server"}
+    doc = report.to_json(a)
+    assert {x["capture"] for x in doc["findings"] if x["code"] == backwards[0].code} == {
+        "client",
+        "server",
+    }
+    assert "client capture packets 5" in report.summary_text(a)
+    assert set(a.findings.loc[a.findings["code"] == backwards[0].code, "capture"]) == {
+        "client",
+        "server",
+    }

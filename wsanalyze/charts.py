@@ -81,6 +81,7 @@ def plot_ladder(
                 fontsize=7,
                 color=colour,
                 clip_on=True,
+                parse_math=False,  # labels come from the capture: "$" is not mathtext
             )
         ax.set_ylim(n - 0.4, -0.8)
     ax.set_yticks([])
@@ -91,7 +92,7 @@ def plot_ladder(
     heading = title or events.attrs.get("pair_id", "")
     if omitted:
         heading = f"{heading} ({omitted} messages not drawn)"
-    ax.set_title(heading, fontsize=10, pad=24)
+    ax.set_title(heading, fontsize=10, pad=24, parse_math=False)
     return fig
 
 

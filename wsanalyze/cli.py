@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from typing import NoReturn
 
 from . import __version__
 from .errors import WsanalyzeError
@@ -27,8 +28,15 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors as one line on stderr (exit 2), like file errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"wsanalyze: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wsanalyze",
         description="Analyse WebSocket traffic through a full proxy from packet captures "
         "taken on both sides of it.",
@@ -91,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0)
     if args.command != "pcap":
-        parser.print_help(sys.stderr)
+        print(
+            "wsanalyze: a command is required: wsanalyze pcap CLIENT [SERVER] "
+            "(see 'wsanalyze --help')",
+            file=sys.stderr,
+        )
         return 2
     from . import report
     from .api import analyze

@@ -168,6 +168,8 @@ class Correlation:
     findings: list[Finding]
     unpaired_client: list[ConnectionAnalysis]
     unpaired_server: list[ConnectionAnalysis]
+    ambiguous_client: list[ConnectionAnalysis] = field(default_factory=list)
+    """Client-side connections left unpaired because several candidates scored alike."""
 
 
 # --- features ----------------------------------------------------------------
@@ -580,6 +582,7 @@ def correlate(
                 f"{AMBIGUITY_MARGIN}",
                 packets=c.request.packets,
                 connections=(c.conn.id,),
+                capture=c.conn.role,
                 ts_ns=c.request.ts_ns,
             )
         )
@@ -599,4 +602,5 @@ def correlate(
         findings=findings,
         unpaired_client=[c for c in client.connections if id(c) not in paired_c],
         unpaired_server=[s for s in server.connections if id(s) not in paired_s],
+        ambiguous_client=[c.conn for c in ambiguous],
     )

@@ -72,6 +72,7 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
                     f"found={found}; server answered {status}{client_pk}",
                     packets=packets,
                     connections=ids,
+                    capture=pair.server.role,
                     ts_ns=sreq.ts_ns,
                 )
             )
@@ -83,6 +84,7 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
                     f"{status}",
                     packets=sreq.packets,
                     connections=ids,
+                    capture=pair.server.role,
                     ts_ns=sreq.ts_ns,
                 )
             )
@@ -93,6 +95,7 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
                     f"expected=101 from the server, found={status}",
                     packets=sresp.packets,
                     connections=ids,
+                    capture=pair.server.role,
                     ts_ns=sresp.ts_ns,
                 )
             )
@@ -104,6 +107,7 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
                 f"packet {cresp.packets[0]} of the client capture)",
                 packets=sresp.packets,
                 connections=ids,
+                capture=pair.server.role,
                 ts_ns=cresp.ts_ns,
             )
         )
@@ -143,6 +147,7 @@ def _not_forwarded(pair: Pair) -> list[Finding]:
                     packets=[m.last_packet for m in missing[:20]],
                     direction=d,
                     connections=(src.id, dst.id),
+                    capture=src.role,
                     ts_ns=missing[0].ts_ns,
                 )
             )
@@ -156,9 +161,10 @@ def diagnose(correlation: Correlation, *, server_capture_given: bool = True) -> 
     for p in correlation.pairs:
         out.extend(diagnose_pair(p))
     if server_capture_given:
+        ambiguous = {id(c) for c in correlation.ambiguous_client}
         for c in correlation.unpaired_client:
             hs = c.handshake
-            if hs is None:
+            if hs is None or id(c) in ambiguous:  # pair_ambiguous says it already
                 continue
             out.append(
                 catalogue.finding(
@@ -167,6 +173,7 @@ def diagnose(correlation: Correlation, *, server_capture_given: bool = True) -> 
                     f"{hs.request.target.decode('latin-1')[:120]}, found=none that matches",
                     packets=hs.request.packets,
                     connections=(c.id,),
+                    capture=c.role,
                     ts_ns=hs.request.ts_ns,
                 )
             )

@@ -601,7 +601,10 @@ class Http1Parser:
         the rest of the direction is undecodable."""
         s_off = self._buf_off + start
         b_off = self._buf_off + min(bad, len(self._buf) - 1)
-        seg_from = max(start, bad - 24)
+        # Quote from the start of the offending line only: the line before may be a
+        # credential (Cookie, Authorization) that no report could then redact.
+        line_start = self._buf.rfind(b"\n", start, bad) + 1
+        seg_from = max(start, line_start, bad - 24)
         events.append(
             finding(
                 code,

@@ -108,6 +108,7 @@ class Finding:
     offset: int | None = None  # stream offset in that direction, bytes
     ts_ns: int | None = None
     connections: tuple[str, ...] = ()
+    capture: str | None = None  # "client" or "server": the capture ``packets`` refer to
 
 
 # --- capture.py -------------------------------------------------------------

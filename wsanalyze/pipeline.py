@@ -13,7 +13,7 @@ an ``internal_error`` finding on that connection and the others go on
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import catalogue
 from .capture import open_capture
@@ -471,7 +471,7 @@ def analyze_capture(
     for a in analyses:
         # TCP-level findings belong to the connection; give every finding its id.
         a.findings[:0] = a.tcp.findings
-        a.findings = [_with_connection(f, a.id) for f in a.findings]
+        a.findings = [_located(f, a.id, role) for f in a.findings]
     listed = [a for a in analyses if a.http]
     return CaptureAnalysis(
         role=role,
@@ -484,13 +484,10 @@ def analyze_capture(
         connections=listed,
         other_connections=len(analyses) - len(listed),
         frames=frames,
-        findings=list(reader.findings),
+        findings=[replace(f, capture=role) for f in reader.findings],
     )
 
 
-def _with_connection(f: Finding, conn_id: str) -> Finding:
-    if f.connections:
-        return f
-    from dataclasses import replace
-
-    return replace(f, connections=(conn_id,))
+def _located(f: Finding, conn_id: str, role: str) -> Finding:
+    """``f`` with its connection id and capture role filled in."""
+    return replace(f, connections=f.connections or (conn_id,), capture=f.capture or role)

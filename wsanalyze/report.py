@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -196,6 +197,7 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
                 "detail": r.text(f.detail),
                 "connections": list(f.connections),
                 "packets": list(f.packets),
+                "capture": f.capture,
                 "reference": CATALOGUE[f.code].reference,
             }
             for f in sorted(analysis.finding_list, key=lambda f: (-f.severity, f.ts_ns or 0))
@@ -210,7 +212,7 @@ def _evidence(findings: list, limit: int = 4) -> str:
     """Where to look, per finding: its first connection and that capture's packets."""
     parts: list[str] = []
     for f in findings:
-        where = f.connections[0] if f.connections else "capture"
+        where = f.connections[0] if f.connections else f"{f.capture or 'the'} capture"
         pk = ", ".join(map(str, f.packets[:6])) + (" …" if len(f.packets) > 6 else "")
         part = f"{where} packets {pk}" if pk else where
         if part not in parts:
@@ -226,6 +228,7 @@ def _verdict(analysis) -> list[dict[str, Any]]:
     for f in analysis.finding_list:
         groups.setdefault(f.code, []).append(f)
     out = []
+
     # Worst first; at equal severity the diagnosis of the proxy (both legs) leads.
     def rank(kv: tuple[str, list]) -> tuple[int, bool, str]:
         return (-kv[1][0].severity, not kv[0].startswith("proxy_"), kv[0])
@@ -328,6 +331,15 @@ def _delay(p: dict[str, Any], d: str) -> str:
     return f"n={s['count']} p50={s['p50']:.3f} p95={s['p95']:.3f} max={s['max']:.3f}"
 
 
+# C0/C1 control characters (but tab) from a capture would drive the terminal
+# (ANSI escapes in a close reason, a header value): shown as \xNN instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _escape_control(m: re.Match[str]) -> str:
+    return f"\\x{ord(m.group()):02x}"
+
+
 def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
     """The terminal summary: captures, connections, pairs, header changes, proxy delay,
     findings. Plain text; long lists are cut with a note."""
@@ -397,16 +409,20 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
     if not redact:
         out("")
         out("NOTE: credentials are NOT redacted (--no-redact).")
-    return "\n".join(lines) + "\n"
+    return "\n".join(_CONTROL.sub(_escape_control, line) for line in lines) + "\n"
 
 
 # --- Markdown ----------------------------------------------------------------------
 
 
 def _md(text: Any) -> str:
-    """A Markdown table cell: pipes and newlines escaped, backticks neutralised."""
+    """A Markdown table cell: pipes and newlines escaped, backticks neutralised, and
+    no markup from a capture: ``&``, ``<``, ``>`` become HTML entities (no raw HTML
+    tag reaches the renderer) and brackets are backslash-escaped (no link)."""
     s = "" if text is None else str(text)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("`", "'")
+    s = s.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("[", "\\[").replace("]", "\\]").replace("`", "'")
 
 
 def render_markdown(analysis, *, redact: bool = True) -> str:
@@ -529,8 +545,11 @@ def render_html(analysis, *, redact: bool = True, max_ladders: int = 10) -> str:
     sec = sections(analysis, redact=redact)
     images: dict[str, str] = {}
     pair_ids = [p["id"] for p in sec["pairs"]]
+    r = Redactor(redact)
     for pid in pair_ids[:max_ladders]:
         ev = tables.ladder_table(analysis.correlation, pid)
+        if redact:  # request labels carry the target: query-string credentials
+            ev["label"] = ev["label"].map(r.text).astype("string")
         images[pid] = _png(charts.plot_ladder(ev, title=pid))
     delay_chart = None
     if len(analysis.message_matches):

@@ -166,6 +166,7 @@ FINDINGS: dict[str, Any] = {
     "reference": STR,  # RFC section or "heuristic"
     "detail": STR,
     "connections": STR,  # comma-separated connection ids
+    "capture": CAPTURE,  # the capture whose packet numbers "packets" lists
     "packets": STR,  # comma-separated packet numbers
     "direction": DIRECTION,
     "offset": "Int64",
@@ -440,6 +441,7 @@ def findings_table(findings: list[Finding]) -> pd.DataFrame:
         cols["reference"].append(CATALOGUE[f.code].reference if f.code in CATALOGUE else None)
         cols["detail"].append(f.detail)
         cols["connections"].append(", ".join(f.connections))
+        cols["capture"].append(f.capture)
         cols["packets"].append(", ".join(map(str, f.packets)))
         cols["direction"].append(f.direction.label if f.direction is not None else None)
         cols["offset"].append(f.offset)
