@@ -235,3 +235,22 @@ def test_module_entry_point_matches_console_script():
         timeout=60,
     )
     assert proc.returncode == 0 and "examples:" in proc.stdout
+
+
+def test_internal_error_is_one_line_and_exit_3(monkeypatch, capsys):
+    """A bug of ours while reporting gives one line on stderr and exit 3, never a
+    traceback (WSANALYZE_DEBUG=1 re-raises for debugging)."""
+    from wsanalyze import report
+
+    def boom(*_a, **_k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(report, "summary_text", boom)
+    client, server = capture_paths("nginx-ok")
+    assert main(["pcap", str(client), str(server)]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("wsanalyze: internal error")
+    assert "Traceback" not in err
+    monkeypatch.setenv("WSANALYZE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["pcap", str(client), str(server)])

@@ -2,7 +2,8 @@
 
 Exit codes: 0 when the analysis ran, whatever it found (``--fail-on`` opts in to
 1 when a finding of that severity or worse was found); 2 for usage errors and
-unusable capture files, with one line on stderr and no traceback.
+unusable capture files, with one line on stderr and no traceback; 3 for an
+internal error (a bug), also one line (``WSANALYZE_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -121,11 +122,21 @@ def main(argv: list[str] | None = None) -> int:
             _write(args.markdown, report.render_markdown(analysis, redact=redact))
         if args.html:
             _write(args.html, report.render_html(analysis, redact=redact))
+        summary = None if args.quiet else report.summary_text(analysis, redact=redact)
     except WsanalyzeError as exc:
         print(f"wsanalyze: {exc}", file=sys.stderr)
         return 2
-    if not args.quiet:
-        sys.stdout.write(report.summary_text(analysis, redact=redact))
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, not a traceback
+        if os.environ.get("WSANALYZE_DEBUG"):
+            raise
+        print(
+            f"wsanalyze: internal error ({type(exc).__name__}: {exc}); please report it "
+            f"with the capture (WSANALYZE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 3
+    if summary is not None:
+        sys.stdout.write(summary)
     if args.fail_on:
         threshold = ("info", "warning", "error").index(args.fail_on)
         if any(f.severity >= threshold for f in analysis.finding_list):
