@@ -185,3 +185,19 @@ def test_capture_level_findings_name_their_capture(tmp_path: Path) -> None:
         "client",
         "server",
     }
+
+
+def test_tls_and_http2_connections_are_named_not_silently_dropped(tmp_path: Path) -> None:
+    """A wss:// capture or an HTTP/2 leg hides WebSocket from us: say so, with the ports."""
+    tls = TcpFlow(C, ("192.0.2.1", 443))
+    tls.open(t_us(0))
+    tls.send("c", b"\x16\x03\x01\x00\x05hello", t_us(100))
+    h2 = TcpFlow(("192.0.2.10", 40001), ("192.0.2.1", 8443))
+    h2.open(t_us(200))
+    h2.send("c", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", t_us(300))
+    cap = analyze_capture(write_pcap(tmp_path / "t.pcap", tls.packets + h2.packets), strict=True)
+    assert cap.connections == [] and cap.other_connections == 2
+    codes = {f.code: f for f in cap.findings}
+    assert "443" in codes["capture_tls_not_decoded"].detail
+    assert "8443" in codes["capture_http2_not_decoded"].detail
+    assert codes["capture_tls_not_decoded"].capture == "client"

@@ -77,6 +77,23 @@ _ENTRIES: list[Entry] = [
         "Check the path MTU between the proxy and its peers.",
     ),
     Entry(
+        "capture_tls_not_decoded",
+        W,
+        "RFC 8446",
+        "Some TCP connections carry TLS (wss:// or https://); their WebSocket traffic is "
+        "encrypted and cannot be analysed.",
+        "Capture on the cleartext side of the TLS terminator (the proxy's server side "
+        "when it terminates TLS), or ask the proxy for a cleartext mirror.",
+    ),
+    Entry(
+        "capture_http2_not_decoded",
+        W,
+        "RFC 9113 §3.4 / RFC 8441",
+        "Some TCP connections carry HTTP/2 with prior knowledge (the leg to an Envoy/Istio "
+        "sidecar or an h2 backend); WebSocket over HTTP/2 (RFC 8441) is not decoded yet.",
+        "Compare the HTTP/1.1 leg; WebSocket over HTTP/2 decoding is planned.",
+    ),
+    Entry(
         "capture_timestamps_out_of_order",
         I,
         "heuristic",

@@ -46,6 +46,8 @@ _HTTP_METHODS = (
     b"PRI ",
 )
 
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+
 # Mode of one direction of a connection.
 _UNKNOWN, _HTTP, _WS, _OTHER = range(4)
 
@@ -138,6 +140,7 @@ class ConnectionAnalysis:
         default_factory=lambda: (ByteAccount(), ByteAccount())
     )
     http: bool = False  # carries HTTP/1.x (or WebSocket)
+    protocol: str = "unknown"  # "http", "tls", "h2" (prior knowledge), "unknown"
 
     @property
     def websocket(self) -> bool:
@@ -260,7 +263,7 @@ class _ConnectionSink:
     def _detect(self, d: Direction, data: bytes) -> Direction:
         """Decide on the first bytes of a connection whether it carries HTTP/1.x;
         returns the direction of ``data`` (changed when the roles were swapped)."""
-        if data.startswith(_HTTP_METHODS):
+        if data.startswith(_HTTP_METHODS) and not data.startswith(_H2_PREFACE):
             if d == S2C and self.a.tcp.mid_stream:
                 # No SYN was seen and the roles were guessed from the ports wrongly:
                 # the side that sends a request is the client.
@@ -274,10 +277,15 @@ class _ConnectionSink:
             self._start_http()
         else:
             self.mode = [_OTHER, _OTHER]
+            if data.startswith(_H2_PREFACE):
+                self.a.protocol = "h2"
+            elif len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+                self.a.protocol = "tls"  # a TLS handshake record (RFC 8446 §5.1)
         return d
 
     def _start_http(self) -> None:
         self.a.http = True
+        self.a.protocol = "http"
         self.mode = [_HTTP, _HTTP]
         self.http = [Http1Parser(C2S), Http1Parser(S2C)]
 
@@ -473,6 +481,8 @@ def analyze_capture(
         a.findings[:0] = a.tcp.findings
         a.findings = [_located(f, a.id, role) for f in a.findings]
     listed = [a for a in analyses if a.http]
+    findings = [replace(f, capture=role) for f in reader.findings]
+    findings.extend(_undecoded_protocols(analyses, role))
     return CaptureAnalysis(
         role=role,
         path=str(path),
@@ -484,8 +494,30 @@ def analyze_capture(
         connections=listed,
         other_connections=len(analyses) - len(listed),
         frames=frames,
-        findings=[replace(f, capture=role) for f in reader.findings],
+        findings=findings,
     )
+
+
+def _undecoded_protocols(analyses: list[ConnectionAnalysis], role: str) -> list[Finding]:
+    """One finding per protocol that hides WebSocket from this analysis (TLS, HTTP/2
+    with prior knowledge), naming how many connections and which server ports."""
+    out = []
+    for proto, code in (("tls", "capture_tls_not_decoded"), ("h2", "capture_http2_not_decoded")):
+        conns = [a for a in analyses if a.protocol == proto]
+        if not conns:
+            continue
+        ports = sorted({a.tcp.server.port for a in conns})
+        out.append(
+            catalogue.finding(
+                code,
+                f"expected=cleartext HTTP/1.1, found={len(conns)} {proto.upper()} connection(s) "
+                f"to port(s) {', '.join(map(str, ports[:10]))}",
+                packets=[a.tcp.first_packet for a in conns[:10]],
+                ts_ns=conns[0].tcp.first_ts_ns,
+                capture=role,
+            )
+        )
+    return out
 
 
 def _located(f: Finding, conn_id: str, role: str) -> Finding:
