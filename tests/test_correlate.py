@@ -303,3 +303,50 @@ def test_shifted_server_capture_changes_only_the_clock_offset(tmp_path, scenario
         return sorted(zip(a.findings["code"], a.findings["connections"], strict=True))
 
     assert findings(base) == findings(moved)
+
+
+def _merge(paths, out):
+    """Both legs in one file, records in time order (as `tcpdump -i any` writes them)."""
+    import dpkt
+
+    records = []
+    for p in paths:
+        with open(p, "rb") as fh:
+            records.extend(dpkt.pcap.Reader(fh))
+    records.sort(key=lambda r: r[0])
+    with open(out, "wb") as fh:
+        w = dpkt.pcap.Writer(fh, linktype=1, nano=False)
+        for ts, buf in records:
+            w.writepkt(buf, ts=ts)
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["nginx-ok", "nginx-no-upgrade"])
+def test_both_legs_in_one_capture_pair_by_key(tmp_path, scenario):
+    """A capture taken on the proxy host (-i any) holds both legs: they pair on the
+    shared Sec-WebSocket-Key, with the same header changes and diagnosis as from
+    two captures."""
+    from conftest import capture_paths
+
+    client, server = capture_paths(scenario)
+    one = wsanalyze.analyze(_merge([client, server], tmp_path / "both.pcap"), strict=True)
+    two = wsanalyze.analyze(client, server, strict=True)
+    assert len(one.pairs) == len(two.pairs) > 0
+    assert sorted(one.pairs["client"]) == sorted(two.pairs["client"])
+    assert sorted(one.pairs["server"]) == sorted(two.pairs["server"])
+    cols = ["message", "change", "name", "client_value", "server_value"]
+    key = lambda df: sorted(map(tuple, df[cols].astype(str).values.tolist()))  # noqa: E731
+    assert key(one.header_changes) == key(two.header_changes)
+    one_codes = set(one.findings["code"])
+    assert {c for c in two.findings["code"] if c.startswith("proxy_")} <= one_codes
+    assert one.correlation.clock_offset.estimate_ns == 0
+
+
+def test_one_capture_without_shared_keys_has_no_pairs(tmp_path):
+    """Two independent clients of one server look alike; without a shared key they
+    are not paired inside one capture."""
+    from conftest import capture_paths
+
+    client, _ = capture_paths("nginx-ok")
+    a = wsanalyze.analyze(client, strict=True)
+    assert a.correlation is None and len(a.pairs) == 0

@@ -6,7 +6,7 @@ import os
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from .correlate import Correlation, correlate
+from .correlate import Correlation, correlate, correlate_within
 from .diagnose import diagnose
 from .model import Finding
 from .pipeline import CaptureAnalysis, analyze_capture
@@ -119,7 +119,9 @@ def analyze(
     the same proxy.
 
     ``clock_offset_ms`` imposes the offset of the server capture's clock relative
-    to the client capture's (instead of estimating it from the traffic).
+    to the client capture's (instead of estimating it from the traffic). With one
+    capture, connections carrying the same Sec-WebSocket-Key are paired as two legs
+    of one proxied WebSocket (a capture taken on the proxy host with ``-i any``).
     ``keep_payloads`` keeps whole message payloads (``Message.payload``).
     ``strict`` re-raises unexpected internal exceptions (for tests).
 
@@ -139,4 +141,9 @@ def analyze(
         offset_ns = round(clock_offset_ms * 1e6) if clock_offset_ms is not None else None
         corr = correlate(c, s, clock_offset_ns=offset_ns)
         findings.extend(diagnose(corr))
+    else:
+        # One capture may hold both legs (taken on the proxy host with -i any).
+        corr = correlate_within(c)
+        if corr is not None:
+            findings.extend(diagnose(corr, server_capture_given=False))
     return Analysis(c, s, corr, findings)

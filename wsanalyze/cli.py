@@ -23,6 +23,9 @@ examples:
       pair the two legs of a proxy and show what it did
   wsanalyze pcap client.pcap
       one capture: connections, handshakes, frames, findings
+  wsanalyze pcap proxyhost.pcap
+      one capture taken on the proxy host (tcpdump -i any): both legs are paired
+      by their shared Sec-WebSocket-Key
   wsanalyze pcap client.pcap server.pcap --html report.html --json report.json
   wsanalyze pcap client.pcap server.pcap --clock-offset 0
       the two captures share one clock (taken on the proxy host)

@@ -39,6 +39,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from itertools import pairwise
 from urllib.parse import urlsplit
 
 from . import catalogue
@@ -603,4 +604,46 @@ def correlate(
         unpaired_client=[c for c in client.connections if id(c) not in paired_c],
         unpaired_server=[s for s in server.connections if id(s) not in paired_s],
         ambiguous_client=[c.conn for c in ambiguous],
+    )
+
+
+def correlate_within(capture: CaptureAnalysis) -> Correlation | None:
+    """Both legs in ONE capture (``tcpdump -i any`` on the proxy host): pair the
+    connections that carry the same Sec-WebSocket-Key (RFC 6455 §4.1: 16 random
+    bytes per handshake, so two TCP connections carrying it are two legs of one
+    WebSocket). Legs of one key are chained in request order (client → proxy →
+    server; several proxies give several pairs). One clock, so θ = 0. Returns None
+    when no key appears on two connections; weaker evidence is not used here, since
+    two independent clients of one server look alike.
+    """
+    by_key: dict[bytes, list[_Features]] = defaultdict(list)
+    for f in map(_features, capture.connections):
+        if f is not None and f.key is not None:
+            by_key[f.key].append(f)
+    legs = [
+        (a, b)
+        for group in by_key.values()
+        if len(group) > 1
+        for a, b in pairwise(sorted(group, key=lambda f: f.request.ts_ns))
+    ]
+    if not legs:
+        return None
+    timing = _Timing(-_MIN_SLACK // 5, 4 * _MIN_SLACK, 4 * _MIN_SLACK)
+    pairs: list[Pair] = []
+    for n, (c, s) in enumerate(sorted(legs, key=lambda x: x[0].request.ts_ns), start=1):
+        sc, ev = _score(c, s, timing)
+        p = Pair(f"pair-{n}", c.conn, s.conn, round(sc, 3), _confidence(sc), tuple(ev))
+        p.matches = match_messages(c.conn, s.conn)
+        p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
+        if c.response is not None and s.response is not None:
+            p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
+        pairs.append(p)
+    in_pair = {id(p.client) for p in pairs} | {id(p.server) for p in pairs}
+    rest = [c for c in capture.connections if id(c) not in in_pair]
+    return Correlation(
+        pairs=pairs,
+        clock_offset=estimate_clock_offset(pairs, 0),
+        findings=[],
+        unpaired_client=rest,
+        unpaired_server=[],
     )

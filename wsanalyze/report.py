@@ -283,6 +283,8 @@ def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
         "unpaired": [c for c in doc["connections"] if c["id"] not in paired],
         "legend": legend,
         "two_captures": analysis.server is not None,
+        # Pairs come from two captures, or from one holding both legs.
+        "show_pairs": analysis.correlation is not None,
     }
 
 
@@ -360,9 +362,11 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
         out(f"  {c['id']:<10} {c['src']} -> {c['dst']}  {_target(c)}  -> {_status(c)}  [{ws}]")
     if len(doc["connections"]) > max_rows:
         out(f"  ... {len(doc['connections']) - max_rows} more (see --json or the tables)")
-    if sec["two_captures"]:
+    if sec["show_pairs"]:
         out("")
-        theta = doc["clock_offset_ms"]
+        theta = doc["clock_offset_ms"] if sec["two_captures"] else None
+        if not sec["two_captures"]:
+            out("Both legs are in this one capture (same Sec-WebSocket-Key on two connections).")
         if theta:
             out(
                 f"Clock offset (server capture - client capture): {theta['estimate']:.3f} ms "
@@ -453,10 +457,15 @@ def render_markdown(analysis, *, redact: bool = True) -> str:
                 f"| {v['severity']} | `{v['code']}` | {v['count']} | {_md(v['detail'])} | "
                 f"{_md(v['evidence'])} |"
             )
-    if sec["two_captures"]:
+    if sec["show_pairs"]:
         L.append("")
         L.append("## Pairs")
-        theta = doc["clock_offset_ms"]
+        theta = doc["clock_offset_ms"] if sec["two_captures"] else None
+        if not sec["two_captures"]:
+            L.append("")
+            L.append(
+                "Both legs are in this one capture (same Sec-WebSocket-Key on two connections)."
+            )
         if theta:
             L.append("")
             L.append(
