@@ -112,7 +112,7 @@ def test_empty_heads():
 
 
 def _pair(matches: list[MessageMatch]) -> Pair:
-    conn = SimpleNamespace(handshake=None, requests=[], responses=[], id="x")
+    conn = SimpleNamespace(handshake=None, requests=[], responses=[], exchange=(None, None), id="x")
     p = Pair("pair-1", conn, conn, 1.0, 0.5, ())  # type: ignore[arg-type]
     p.matches = matches
     return p

@@ -192,13 +192,8 @@ class _Features:
 
 
 def _features(conn: ConnectionAnalysis) -> _Features | None:
-    if conn.handshake is not None:
-        req = conn.handshake.request
-        resp = conn.handshake.response
-    elif conn.requests:
-        req = conn.requests[0]
-        resp = conn.responses[0] if conn.responses else None
-    else:
+    req, resp = conn.exchange
+    if req is None:
         return None
     target = req.target
     try:
@@ -359,22 +354,15 @@ def _samples(pair: Pair) -> tuple[list[int], list[int]]:
     """Δ = t_server − t_client samples: (up, down)."""
     up: list[int] = []
     down: list[int] = []
-    creq, sreq = _primary(pair.client), _primary(pair.server)
+    creq, cresp = pair.client.exchange
+    sreq, sresp = pair.server.exchange
     if creq is not None and sreq is not None:
-        up.append(sreq[0].ts_ns - creq[0].ts_ns)
-        if creq[1] is not None and sreq[1] is not None:
-            down.append(sreq[1].ts_ns - creq[1].ts_ns)
+        up.append(sreq.ts_ns - creq.ts_ns)
+        if cresp is not None and sresp is not None:
+            down.append(sresp.ts_ns - cresp.ts_ns)
     for m in pair.matches:
         (up if m.direction == C2S else down).append(m.server_ts_ns - m.client_ts_ns)
     return up, down
-
-
-def _primary(conn: ConnectionAnalysis) -> tuple[RequestHead, ResponseHead | None] | None:
-    if conn.handshake is not None:
-        return conn.handshake.request, conn.handshake.response
-    if conn.requests:
-        return conn.requests[0], conn.responses[0] if conn.responses else None
-    return None
 
 
 def estimate_clock_offset(pairs: list[Pair], imposed_ns: int | None = None) -> ClockOffset | None:
@@ -524,6 +512,16 @@ def _assign(
     return pairs, [cf[i] for i in sorted(ambiguous - used_c)]
 
 
+def _make_pair(pair_id: str, c: _Features, s: _Features, score: float, ev: list[str]) -> Pair:
+    """A :class:`Pair` with its message matches and header changes."""
+    p = Pair(pair_id, c.conn, s.conn, round(score, 3), _confidence(score), tuple(ev))
+    p.matches = match_messages(c.conn, s.conn)
+    p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
+    if c.response is not None and s.response is not None:
+        p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
+    return p
+
+
 def _confidence(score: float) -> float:
     return round(1.0 - math.exp(-score / 2.0), 3)
 
@@ -566,12 +564,7 @@ def correlate(
 
     pairs: list[Pair] = []
     for n, (c, s, sc, ev) in enumerate(sorted(assigned, key=lambda x: x[0].request.ts_ns), start=1):
-        p = Pair(f"pair-{n}", c.conn, s.conn, round(sc, 3), _confidence(sc), tuple(ev))
-        p.matches = match_messages(c.conn, s.conn)
-        p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
-        if c.response is not None and s.response is not None:
-            p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
-        pairs.append(p)
+        pairs.append(_make_pair(f"pair-{n}", c, s, sc, ev))
     theta = estimate_clock_offset(pairs, clock_offset_ns)
 
     findings: list[Finding] = []
@@ -632,12 +625,7 @@ def correlate_within(capture: CaptureAnalysis) -> Correlation | None:
     pairs: list[Pair] = []
     for n, (c, s) in enumerate(sorted(legs, key=lambda x: x[0].request.ts_ns), start=1):
         sc, ev = _score(c, s, timing)
-        p = Pair(f"pair-{n}", c.conn, s.conn, round(sc, 3), _confidence(sc), tuple(ev))
-        p.matches = match_messages(c.conn, s.conn)
-        p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
-        if c.response is not None and s.response is not None:
-            p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
-        pairs.append(p)
+        pairs.append(_make_pair(f"pair-{n}", c, s, sc, ev))
     in_pair = {id(p.client) for p in pairs} | {id(p.server) for p in pairs}
     rest = [c for c in capture.connections if id(c) not in in_pair]
     return Correlation(

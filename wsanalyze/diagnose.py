@@ -24,29 +24,10 @@ def diagnose_pair(pair: Pair) -> list[Finding]:
     # A finding's packets belong to the capture of its first connection: the
     # server leg for handshake findings (the evidence is what the proxy sent).
     ids = (pair.server.id, pair.client.id)
-    c_hs, s_hs = pair.client.handshake, pair.server.handshake
-    creq = (
-        c_hs.request
-        if c_hs is not None
-        else (pair.client.requests[0] if pair.client.requests else None)
-    )
-    sreq = (
-        s_hs.request
-        if s_hs is not None
-        else (pair.server.requests[0] if pair.server.requests else None)
-    )
+    creq, cresp = pair.client.exchange
+    sreq, sresp = pair.server.exchange
     if creq is None or sreq is None:
         return out
-    sresp = (
-        s_hs.response
-        if s_hs is not None
-        else (pair.server.responses[0] if pair.server.responses else None)
-    )
-    cresp = (
-        c_hs.response
-        if c_hs is not None
-        else (pair.client.responses[0] if pair.client.responses else None)
-    )
     packets = (*sreq.packets, *(sresp.packets if sresp else ()))
     status = f"{sresp.status} {sresp.reason.decode('latin-1')}" if sresp else "no response"
     client_pk = f" (client leg request: packet {creq.packets[0]} of the client capture)"

@@ -143,6 +143,17 @@ class ConnectionAnalysis:
     protocol: str = "unknown"  # "http", "tls", "h2" (prior knowledge), "unknown"
 
     @property
+    def exchange(self) -> tuple[RequestHead | None, ResponseHead | None]:
+        """The request and response that characterise the connection: the WebSocket
+        handshake when there is one, else the first request and the first final
+        (non-1xx, RFC 9110 §15.2) response."""
+        if self.handshake is not None:
+            return self.handshake.request, self.handshake.response
+        req = self.requests[0] if self.requests else None
+        resp = next((r for r in self.responses if r.status >= 200), None)
+        return req, resp
+
+    @property
     def websocket(self) -> bool:
         """True when the opening handshake succeeded (RFC 6455 §4.2.2: a 101 with
         Upgrade: websocket), so frames follow."""

@@ -65,8 +65,7 @@ def _headers(r: Redactor, headers) -> list[list[str | None]]:
 def _connection_json(a, r: Redactor) -> dict[str, Any]:
     t = a.tcp
     hs = a.handshake
-    req = hs.request if hs else (a.requests[0] if a.requests else None)
-    resp = hs.response if hs else (a.responses[0] if a.responses else None)
+    req, resp = a.exchange
     frames = {d.label: dict.fromkeys(_FRAME_KEYS, 0) for d in Direction}
     for (d, op), n in a.frame_counts.items():
         name = Opcode.name_of(op)

@@ -221,8 +221,7 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
         for a in cap.connections:
             t = a.tcp
             hs = a.handshake
-            req = hs.request if hs else (a.requests[0] if a.requests else None)
-            resp = hs.response if hs else (a.responses[0] if a.responses else None)
+            req, resp = a.exchange
             first_close: dict[int, int | None] = {}
             first_close_ts: dict[int, int] = {}
             msgs = [0, 0]
@@ -361,12 +360,11 @@ def pairs_table(corr: Correlation | None) -> pd.DataFrame:
     theta = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
     for p in corr.pairs if corr else []:
         c, s = p.client, p.server
-        cresp = c.handshake.response if c.handshake else None
-        sresp = s.handshake.response if s.handshake else None
+        req, cresp = c.exchange
+        sresp = s.exchange[1]
         delays: list[list[float]] = [[], []]
         for m in p.matches:
             delays[m.direction].append(m.delay_ns(theta) / 1e6)
-        req = c.handshake.request if c.handshake else (c.requests[0] if c.requests else None)
         row = {
             "pair_id": p.id,
             "client_connection_id": c.id,
