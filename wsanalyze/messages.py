@@ -267,6 +267,10 @@ class MessageAssembler:
                 utf8_valid,
                 True,
                 payload if keep else None,
+                False,
+                None,
+                None,
+                None,
             )
         )
 
@@ -427,6 +431,10 @@ class MessageAssembler:
             utf8_valid,
             m.complete,
             payload,
+            False,
+            None,
+            None,
+            None,
         )
 
     def _close(

@@ -254,10 +254,13 @@ class Message:
     """One WebSocket message (RFC 6455 §5.4: a data frame with FIN, or a fragment
     sequence ending with FIN), or one control frame (ping, pong, close).
 
-    ``payload_len`` is the reassembled length in bytes; ``digest`` a 16-byte
-    BLAKE2b of the reassembled payload (used to match the message across the
-    proxy); ``preview`` at most the first 256 bytes; ``payload`` the whole payload
-    only when the analysis was asked to keep payloads.
+    ``payload_len`` is the reassembled length in bytes (decompressed when
+    ``compressed``; ``wire_len`` is then the length on the wire); ``digest`` a
+    16-byte BLAKE2b of the reassembled (decompressed) payload, used to match the
+    message across the proxy even when it re-compresses; ``preview`` at most the
+    first 256 bytes; ``payload`` the whole payload only when the analysis was asked
+    to keep payloads. ``channel`` and ``kind`` come from the negotiated
+    sub-protocol's decoder (e.g. Kubernetes channel 1 = ``stdout``).
     """
 
     direction: Direction
@@ -276,6 +279,10 @@ class Message:
     utf8_valid: bool | None = None  # text and close reason only
     complete: bool = True  # False when a gap cut the message
     payload: bytes | None = None
+    compressed: bool = False  # RSV1 set: permessage-deflate (RFC 7692 §6)
+    wire_len: int | None = None  # bytes on the wire when compressed, else None
+    channel: int | None = None  # sub-protocol channel (Kubernetes *.channel.k8s.io)
+    kind: str | None = None  # message type in the negotiated sub-protocol
 
 
 PREVIEW_BYTES = 256

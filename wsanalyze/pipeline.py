@@ -29,6 +29,7 @@ from .model import (
     RequestHead,
     ResponseHead,
 )
+from .subprotocols import SubprotocolDecoder, decoder_for
 from .tcp import TcpConnection, TcpReassembler
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
@@ -47,6 +48,9 @@ _HTTP_METHODS = (
 )
 
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+
+TRANSCRIPT_LIMIT = 256 * 1024
+"""Characters of sub-protocol transcript text kept per connection (a memory bound)."""
 
 # Mode of one direction of a connection.
 _UNKNOWN, _HTTP, _WS, _OTHER = range(4)
@@ -139,6 +143,9 @@ class ConnectionAnalysis:
     bytes: tuple[ByteAccount, ByteAccount] = field(
         default_factory=lambda: (ByteAccount(), ByteAccount())
     )
+    transcript: list[tuple[int, int, int | None, str | None, str]] = field(default_factory=list)
+    """Sub-protocol transcript: (ts_ns, direction, channel, kind, text), bounded to
+    :data:`TRANSCRIPT_LIMIT` characters of text per connection."""
     http: bool = False  # carries HTTP/1.x (or WebSocket)
     protocol: str = "unknown"  # "http", "tls", "h2" (prior knowledge), "unknown"
 
@@ -195,8 +202,14 @@ class _ConnectionSink:
     successful upgrade, the WebSocket frame decoder and message assembler."""
 
     def __init__(
-        self, analysis: ConnectionAnalysis, frames: FrameColumns, strict: bool, keep_payloads: bool
+        self,
+        analysis: ConnectionAnalysis,
+        frames: FrameColumns,
+        strict: bool,
+        keep_payloads: bool,
+        decode_as: frozenset[int] = frozenset(),
     ) -> None:
+        self.decode_as = decode_as
         self.a = analysis
         self.frames = frames
         self.strict = strict
@@ -205,6 +218,8 @@ class _ConnectionSink:
         self.http: list[Http1Parser | None] = [None, None]
         self.ws: list[FrameDecoder | None] = [None, None]
         self.asm: list[MessageAssembler | None] = [None, None]
+        self.sub: SubprotocolDecoder | None = None
+        self.transcript_chars = 0
         self.pending: list[RequestHead] = []  # requests awaiting a response
         self.upgrade_pending: RequestHead | None = None
         self.failed = False
@@ -351,6 +366,7 @@ class _ConnectionSink:
 
     def _start_websocket(self, hs: Handshake) -> None:
         rsv_allowed = 0x4 if hs.deflate else 0
+        self.sub = decoder_for(hs.subprotocol)
         for d in (C2S, S2C):
             parser = self.http[d]
             assert parser is not None
@@ -364,7 +380,9 @@ class _ConnectionSink:
                 d, rsv_allowed=rsv_allowed, start_offset=offset, stream_payloads=True
             )
             self.ws[d] = dec
-            self.asm[d] = MessageAssembler(d, keep_payloads=self.keep_payloads)
+            self.asm[d] = MessageAssembler(
+                d, keep_payloads=self.keep_payloads or self.sub is not None
+            )
             last = self.a.responses[-1] if d == S2C else self.a.requests[-1]
             if rest:
                 self._ws_events(d, dec.feed(rest, last.ts_ns, last.packets[-1]))
@@ -399,9 +417,28 @@ class _ConnectionSink:
     def _assembled(self, events: list) -> None:
         for out in events:
             if isinstance(out, Message):
+                if self.sub is not None:
+                    out = self._decode_subprotocol(out)
                 self.a.messages.append(out)
             else:
                 self.a.findings.append(out)
+
+    def _decode_subprotocol(self, msg: Message) -> Message:
+        """Let the negotiated sub-protocol's decoder read the message, keep its
+        channel and kind, and drop the payload unless the user keeps payloads."""
+        assert self.sub is not None
+        dec = self.sub.decode(msg, msg.payload or b"")
+        self.a.findings.extend(dec.findings)
+        if dec.text and self.transcript_chars < TRANSCRIPT_LIMIT:
+            text = dec.text[: TRANSCRIPT_LIMIT - self.transcript_chars]
+            self.transcript_chars += len(text)
+            self.a.transcript.append((msg.ts_ns, int(msg.direction), dec.channel, dec.kind, text))
+        return replace(
+            msg,
+            channel=dec.channel,
+            kind=dec.kind,
+            payload=msg.payload if self.keep_payloads else None,
+        )
 
     def _gap(self, d: Direction, length: int, ts_ns: int, packet: int) -> None:
         if self.mode[d] == _WS:
@@ -461,6 +498,7 @@ def analyze_capture(
     *,
     strict: bool = False,
     keep_payloads: bool = False,
+    decode_as: frozenset[int] = frozenset(),
 ) -> CaptureAnalysis:
     """Analyse one capture file.
 
@@ -468,6 +506,8 @@ def analyze_capture(
     proxy ↔ server) and prefixes connection ids. ``strict`` re-raises unexpected
     exceptions instead of recording ``internal_error`` findings (tests use it).
     ``keep_payloads`` keeps every message payload in memory (notebook work).
+    ``decode_as`` lists TCP ports whose connections are decoded as WebSocket even
+    without a captured handshake (like tshark's Decode As).
 
     Raises :class:`wsanalyze.errors.CaptureError` when the file cannot be used.
     """
@@ -477,7 +517,7 @@ def analyze_capture(
     def on_connection(conn: TcpConnection) -> _ConnectionSink:
         a = ConnectionAnalysis(id=f"{role}-{conn.index}", role=role, tcp=conn)
         analyses.append(a)
-        return _ConnectionSink(a, frames, strict, keep_payloads)
+        return _ConnectionSink(a, frames, strict, keep_payloads, decode_as)
 
     reader = open_capture(path)
     with reader:
