@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,9 @@ class Analysis:
     - ``header_changes`` (:data:`~wsanalyze.tables.HEADER_CHANGES`);
     - ``message_matches`` (:data:`~wsanalyze.tables.MESSAGE_MATCHES`): proxy delay
       per matched message;
+    - ``transcript`` (:data:`~wsanalyze.tables.TRANSCRIPT`): what the negotiated
+      sub-protocol carried, e.g. a ``kubectl exec`` session's stdin, stdout,
+      stderr and exit status;
     - ``findings`` (:data:`~wsanalyze.tables.FINDINGS`), worst first.
 
     ``client`` and ``server`` are the per-capture :class:`CaptureAnalysis` objects
@@ -93,6 +97,12 @@ class Analysis:
         return tables.message_matches_table(self.correlation)
 
     @cached_property
+    def transcript(self) -> pd.DataFrame:
+        from . import tables  # pandas is imported on first use only
+
+        return tables.transcript_table(self.captures)
+
+    @cached_property
     def findings(self) -> pd.DataFrame:
         from . import tables  # pandas is imported on first use only
 
@@ -114,6 +124,7 @@ def analyze(
     clock_offset_ms: float | None = None,
     keep_payloads: bool = False,
     strict: bool = False,
+    decode_as: Iterable[int] = (),
 ) -> Analysis:
     """Analyse a client-side capture and, optionally, the server-side capture of
     the same proxy.
@@ -124,17 +135,32 @@ def analyze(
     of one proxied WebSocket (a capture taken on the proxy host with ``-i any``).
     ``keep_payloads`` keeps whole message payloads (``Message.payload``).
     ``strict`` re-raises unexpected internal exceptions (for tests).
+    ``decode_as`` lists TCP ports (1-65535) whose connections are decoded as
+    WebSocket even though no handshake was captured, like tshark's Decode As
+    (without it, only connections whose start was not captured are examined, and
+    decoded when their bytes are recognisably RFC 6455 frames, see
+    :mod:`wsanalyze.detect`); either way such a connection gets one
+    ``handshake_not_captured`` finding.
 
-    Raises :class:`wsanalyze.errors.CaptureError` for a file that cannot be used.
+    Raises :class:`wsanalyze.errors.CaptureError` for a file that cannot be used
+    and ValueError for a port outside 1-65535.
     """
-    c = analyze_capture(client, "client", strict=strict, keep_payloads=keep_payloads)
+    ports = frozenset(int(p) for p in decode_as)
+    bad = sorted(p for p in ports if not 1 <= p <= 65535)
+    if bad:
+        raise ValueError(f"decode_as: not a TCP port (1-65535): {bad[0]}")
+    c = analyze_capture(
+        client, "client", strict=strict, keep_payloads=keep_payloads, decode_as=ports
+    )
     findings: list[Finding] = list(c.findings)
     for conn in c.connections:
         findings.extend(conn.findings)
     s = None
     corr = None
     if server is not None:
-        s = analyze_capture(server, "server", strict=strict, keep_payloads=keep_payloads)
+        s = analyze_capture(
+            server, "server", strict=strict, keep_payloads=keep_payloads, decode_as=ports
+        )
         findings.extend(s.findings)
         for conn in s.connections:
             findings.extend(conn.findings)

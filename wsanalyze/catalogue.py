@@ -293,7 +293,60 @@ _ENTRIES: list[Entry] = [
         'request MUST be GET, and the HTTP version MUST be at least 1.1").',
         "nginx speaks HTTP/1.0 to the backend by default: `proxy_http_version 1.1;`.",
     ),
+    Entry(
+        "handshake_not_captured",
+        W,
+        "RFC 6455 §4 / heuristic",
+        "WebSocket frames were decoded on a connection whose opening handshake is not in "
+        "the capture (it started after the upgrade), recognised by their structure (runs "
+        "of valid frame headers, client frames masked and server frames not) or forced "
+        "with decode_as / --decode-as. Extensions and sub-protocol are unknown: RSV1 is "
+        "accepted and compressed messages cannot be decompressed; the detail names the "
+        "evidence.",
+        "Start the capture before the clients connect to see the handshake (headers, "
+        "extensions, what the proxy changed).",
+    ),
     # --- frames and messages (frames.py, messages.py), RFC 6455 §5-§8 ---
+    Entry(
+        "ws_rsv1_on_continuation_or_control",
+        E,
+        "RFC 7692 §6",
+        "With permessage-deflate, RSV1 (the \"Per-Message Compressed\" bit) is set on a "
+        "continuation or control frame; it may only be set on the first frame of a data "
+        "message. The bit was ignored.",
+        "The sender's (or the proxy's) WebSocket compression code.",
+    ),
+    Entry(
+        "ws_deflate_error",
+        E,
+        "RFC 7692 §7.2.2 / RFC 1951",
+        "A compressed message is not valid DEFLATE data (or uses a window larger than "
+        "negotiated: \"invalid distance too far back\"). It is counted with the digest of "
+        "its wire bytes; with context takeover later messages of the direction cannot "
+        "be decompressed.",
+        "A proxy that rewrites Sec-WebSocket-Extensions (window bits, no_context_takeover) "
+        "without re-compressing, or a peer that ignores the negotiated parameters.",
+    ),
+    Entry(
+        "ws_deflate_limit_exceeded",
+        W,
+        "security limit",
+        "A compressed message inflates beyond the decompression limit (16 MiB by "
+        "default): a decompression bomb or a very large message. Only the first bytes "
+        "were decompressed (digest and preview); the message is marked incomplete.",
+        "Whether the peer really sends messages that large.",
+    ),
+    Entry(
+        "deflate_context_lost",
+        W,
+        "RFC 7692 §7.1.1",
+        "Compressed messages of this direction cannot be decompressed: bytes were lost "
+        "(a TCP gap, inside the message or, with context takeover, earlier), an earlier "
+        "message could not be decompressed, or the handshake that set the parameters "
+        "was not captured. Reported once per direction; those messages are still "
+        "counted, with digests of their wire bytes and no preview.",
+        "Start the capture before the WebSocket opens and make sure it drops no packets.",
+    ),
     Entry(
         "ws_unmasked_client_frame",
         E,
@@ -423,7 +476,406 @@ _ENTRIES: list[Entry] = [
         "Look at the first findings of that code: the stream is likely hostile or "
         "not WebSocket at all.",
     ),
+    # --- sub-protocols (subprotocols/) ---
+    Entry(
+        "k8s_empty_message",
+        W,
+        "Kubernetes remote command protocol (k8s.io/apimachinery/pkg/util/remotecommand, "
+        "staging/src/k8s.io/client-go/tools/remotecommand)",
+        "A data message of a *.channel.k8s.io session is empty: every message must start "
+        "with the channel it belongs to (0 stdin, 1 stdout, 2 stderr, 3 error, 4 resize).",
+        "Check the client library: it must prefix each message with the channel byte "
+        "(a digit in base64.channel.k8s.io).",
+    ),
+    Entry(
+        "k8s_unknown_channel",
+        W,
+        "Kubernetes remote command protocol (k8s.io/apimachinery/pkg/util/remotecommand, "
+        "staging/src/k8s.io/client-go/tools/remotecommand)",
+        "A message names a channel the negotiated *.channel.k8s.io version does not "
+        "define (0-4; 255 close-stream only in v5.channel.k8s.io); the receiver discards it.",
+        "A client speaking v5 (close-stream) after the server chose an older version, or "
+        "a port-forward session (2 channels per port) decoded as exec.",
+    ),
+    Entry(
+        "k8s_bad_base64",
+        W,
+        "Kubernetes remote command protocol (k8s.io/apimachinery/pkg/util/remotecommand, "
+        "staging/src/k8s.io/client-go/tools/remotecommand) / RFC 4648 §4",
+        "The data after the channel digit of a base64.channel.k8s.io message is not "
+        "padded standard base64; the API server rejects such input.",
+        "Check the client encodes each message with standard base64 (btoa), padding "
+        "included, after the channel digit.",
+    ),
+    Entry(
+        "k8s_bad_status",
+        W,
+        "Kubernetes remote command protocol (k8s.io/apimachinery/pkg/util/remotecommand, "
+        "staging/src/k8s.io/client-go/tools/remotecommand)",
+        "The error channel (3) of a v4/v5 session does not carry a JSON metav1.Status, so "
+        "the client cannot learn the command's exit code.",
+        "A proxy or shim in the path rewriting the stream, or an old kubelet answering a "
+        "v4 client.",
+    ),
+    Entry(
+        "k8s_bad_resize",
+        W,
+        "Kubernetes remote command protocol (k8s.io/apimachinery/pkg/util/remotecommand, "
+        "staging/src/k8s.io/client-go/tools/remotecommand)",
+        'A resize message (channel 4) is not JSON {"Width": w, "Height": h} with '
+        "unsigned 16-bit sizes; the terminal size is not changed.",
+        "",
+    ),
+    Entry(
+        "k8s_bad_close_stream",
+        W,
+        "Kubernetes remote command protocol (k8s.io/apimachinery/pkg/util/remotecommand, "
+        "staging/src/k8s.io/client-go/tools/remotecommand)",
+        "A v5.channel.k8s.io close-stream message (channel 255) does not carry exactly one "
+        "byte naming the channel being closed.",
+        "",
+    ),
+    Entry(
+        "subprotocol_malformed_message",
+        W,
+        "the negotiated sub-protocol's specification (RFC 6455 §1.9; named in the detail)",
+        "A message does not parse as the sub-protocol negotiated with "
+        "Sec-WebSocket-Protocol (GraphQL over WebSocket, MQTT, STOMP, WAMP, Jupyter "
+        "kernel messages): the peer will likely reject it.",
+        "Compare the Sec-WebSocket-Protocol both ends agreed on with what the "
+        "application actually sends.",
+    ),
+    Entry(
+        "subprotocol_findings_suppressed",
+        I,
+        "security limit",
+        "One connection produced more than 10 sub-protocol findings of one code; only "
+        "the first 10 were listed (the detail names the code), later ones were dropped.",
+        "Look at the first findings of that code: the sub-protocol was likely "
+        "misidentified or the stream is hostile.",
+    ),
     # --- the proxy, both legs (correlate.py, diagnose.py) ---
+    # close story of one leg (closing.py); these need one capture only
+    Entry(
+        "ws_close_not_completed",
+        W,
+        "RFC 6455 §5.5.1 / §7.1.2",
+        "One endpoint sent a close frame and the other never answered with its own before "
+        "the TCP connection ended (\"the endpoint MUST send a Close frame in response\"); "
+        "the initiator reports 1006 instead of the peer's code.",
+        "The peer's WebSocket library or application (does it answer close frames, is it "
+        "blocked?); a proxy that ends the connection on the first close frame instead of "
+        "relaying the answer (nginx/HAProxy/F5/Envoy logs at that time); the initiator's "
+        "close timeout.",
+    ),
+    Entry(
+        "ws_abnormal_closure",
+        W,
+        "RFC 6455 §7.1.5 / §7.4.1",
+        "The TCP connection ended (FIN or RST) with no close frame either way: both ends "
+        "report close code 1006 (abnormal closure).",
+        "Who sent the first FIN/RST (the detail says). On a client leg it is often the "
+        "proxy: an idle timeout (nginx `proxy_read_timeout`, HAProxy `timeout tunnel`, F5 "
+        "TCP profile Idle Timeout, Envoy `idle_timeout`), a backend restart, or a NAT or "
+        "firewall idle timeout; compare with the other leg's capture.",
+    ),
+    Entry(
+        "ws_closed_by_rst",
+        W,
+        "RFC 6455 §7.1.1 / RFC 9293 §3.5.2",
+        "An endpoint reset the TCP connection without having sent a close frame: it "
+        "vanished (process killed, `SO_LINGER` 0 abort, pod deleted) or a middlebox reset "
+        "it; the other end reports 1006.",
+        "The sender's logs at that time; conntrack/NAT/firewall idle timeouts (Linux "
+        "`nf_conntrack_tcp_timeout_established`, cloud NAT gateways, AWS NLB 350 s); F5 "
+        "TCP profile `Reset On Timeout`; Envoy access-log flags `UC`/`DC`.",
+    ),
+    # close across the proxy (diagnose.py)
+    Entry(
+        "proxy_idle_timeout",
+        W,
+        "heuristic",
+        "The proxy closed both legs itself (FIN, RST or its own close frame toward the "
+        "client and toward the server) after a silence, with no close frame from either "
+        "end: an idle timeout. The detail gives the silence and the setting it matches.",
+        "nginx: `proxy_read_timeout` (default 60 s; ingress-nginx annotation "
+        "`proxy-read-timeout`). HAProxy: `timeout tunnel` (or `timeout client`/`timeout "
+        "server` when no tunnel timeout is set). F5 BIG-IP: the TCP profile Idle Timeout "
+        "(default 300 s). Envoy/Istio: `stream_idle_timeout` (default 5 min) and "
+        "`idle_timeout` (default 1 h). Apache: `ProxyTimeout` (default `Timeout`, 60 s). "
+        "AWS ALB idle timeout 60 s. Raise it for WebSocket routes or ping more often.",
+    ),
+    Entry(
+        "proxy_backend_vanished",
+        W,
+        "RFC 6455 §7.1.1 / heuristic",
+        "The server ended the server leg with a RST or FIN and no close frame, and the "
+        "proxy then closed the client leg: the backend went away and the client sees a "
+        "close without a close frame (1006) or the proxy's own close code.",
+        "The server's logs at that time (crash, restart, OOM kill, pod eviction, an "
+        "`SO_LINGER 0` abort, its own heartbeat timeout); HAProxy log termination flags "
+        "`SD--`; nginx error log 'upstream prematurely closed connection' or 'Connection "
+        "reset by peer'; Envoy access-log flag `UC`; F5 pool member status.",
+    ),
+    Entry(
+        "proxy_close_not_propagated",
+        W,
+        "heuristic",
+        "One leg was closed (close frame, FIN or RST) but the other stayed open until the "
+        "end of the capture, or closed more than 1 s later: the proxy did not pass the "
+        "close on, leaving one end waiting on a dead connection.",
+        "Half-close handling: HAProxy `timeout client-fin`/`timeout server-fin`, F5 TCP "
+        "profile FIN Wait / Close Wait timeouts, nginx `proxy_read_timeout` for the "
+        "upstream leg, Envoy TCP proxy half-close; a leg left open is a leaked connection "
+        "in the proxy and a hung client.",
+    ),
+    Entry(
+        "proxy_close_code_changed",
+        W,
+        "RFC 6455 §7.4",
+        "The close frame of one direction differs between the legs (another code or "
+        "reason), or the proxy replaced it with a bare FIN/RST so the far end reports 1006.",
+        "A byte-forwarding proxy keeps close frames unchanged; one that terminates WebSocket "
+        "(F5 WebSocket profile, an API gateway, Spring Cloud Gateway, socket.io proxies) "
+        "writes its own: check its WebSocket settings and logs at that time.",
+    ),
+    # handshake across the proxy (diagnose.py)
+    Entry(
+        "proxy_upgrade_header_altered",
+        E,
+        "RFC 6455 §4.1 / RFC 9110 §7.8",
+        "The proxy forwarded Upgrade/Connection with other values (e.g. `Upgrade: "
+        "WebSocket2`, `Connection: keep-alive` or `close`): the server does not see a "
+        "WebSocket request.",
+        "nginx: `proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "
+        "$connection_upgrade;` with `map $http_upgrade $connection_upgrade {default upgrade; "
+        "'' close;}` (a literal `Connection \"\"` for upstream keepalive breaks WebSocket). "
+        "HAProxy: no `http-request set-header Connection` on the WebSocket path. F5: iRules "
+        "or OneConnect rewriting Connection. Envoy: `upgrade_configs: [{upgrade_type: "
+        "websocket}]`.",
+    ),
+    Entry(
+        "proxy_response_upgrade_header_dropped",
+        E,
+        "RFC 6455 §4.2.2 / RFC 9110 §7.6.1",
+        "The server's 101 carried `Upgrade: websocket` and `Connection: Upgrade`, but the "
+        "101 the client received lacks or changed them: clients fail the handshake "
+        "(browsers: \"'Upgrade' header is missing\").",
+        "Hop-by-hop stripping on the response: nginx `proxy_hide_header`, HAProxy "
+        "`http-response del-header`, F5 HTTP profile or iRules on HTTP_RESPONSE, a CDN or "
+        "WAF in front that does not support WebSocket.",
+    ),
+    Entry(
+        "handshake_status_400",
+        W,
+        "RFC 6455 §4.2.1 / RFC 9110 §15.5.1",
+        "An Upgrade request was answered 400 Bad Request: the handshake itself was rejected, "
+        "commonly for missing or altered Upgrade/Connection (Spring: 'Handshake failed due "
+        "to invalid Upgrade header: null'), a bad Sec-WebSocket-Key/-Version, or an "
+        "unaccepted Host. The detail says whether the server sent it or the proxy.",
+        "Compare the legs in the header-change table. nginx: `proxy_http_version 1.1` and "
+        "the Upgrade/Connection headers, `large_client_header_buffers` ('Request Header Or "
+        "Cookie Too Large'); HAProxy logs `PR--` when HAProxy rejected the request itself.",
+    ),
+    Entry(
+        "handshake_status_401",
+        W,
+        "RFC 9110 §15.5.2",
+        "An Upgrade request was answered 401 Unauthorized: credentials were missing or "
+        "rejected. Browsers cannot set headers on a WebSocket request, so tokens travel in "
+        "a cookie, a query parameter or Sec-WebSocket-Protocol.",
+        "Are Authorization/Cookie/`access_token` forwarded (compare the legs)? nginx "
+        "`auth_request`; Istio `RequestAuthentication` (a JWT in the query needs "
+        "`fromParams`); F5 APM access policy; oauth2-proxy in front.",
+    ),
+    Entry(
+        "handshake_status_403",
+        W,
+        "RFC 6455 §10.2 / RFC 9110 §15.5.4",
+        "An Upgrade request was answered 403 Forbidden: commonly the server's Origin check "
+        "(Spring `setAllowedOrigins`, Tomcat/Jetty origin checks) after the proxy changed "
+        "Host or Origin, a CSRF check, or an ACL/WAF in the proxy.",
+        "Compare Origin and Host on both legs (nginx `proxy_set_header Host $host`, Apache "
+        "`ProxyPreserveHost On`); the server's allowed origins; F5 ASM WebSocket security, "
+        "ModSecurity, Istio `AuthorizationPolicy` ('RBAC: access denied'), HAProxy "
+        "`http-request deny`.",
+    ),
+    Entry(
+        "handshake_status_404",
+        W,
+        "RFC 9110 §15.5.5",
+        "An Upgrade request was answered 404 Not Found: the request-target reached no "
+        "WebSocket endpoint: the proxy rewrote the path or routed to the wrong backend, or "
+        "the server maps the endpoint elsewhere.",
+        "Compare the request-target on both legs: nginx `proxy_pass` with a URI part (a "
+        "trailing slash replaces the location prefix); Istio VirtualService `rewrite.uri`; "
+        "HAProxy `http-request set-path`/`replace-path`; the server's endpoint path and "
+        "context path (SockJS endpoints end in `/websocket`).",
+    ),
+    Entry(
+        "handshake_status_426",
+        W,
+        "RFC 6455 §4.4 / RFC 9110 §15.5.22",
+        "An Upgrade request was answered 426 Upgrade Required: the server wanted a "
+        "WebSocket upgrade it did not get (the proxy dropped Upgrade/Connection or spoke "
+        "HTTP/1.0), or it does not support the Sec-WebSocket-Version asked for (the 426 "
+        "then lists the versions it supports).",
+        "nginx: `proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; "
+        "proxy_set_header Connection $connection_upgrade;`; Envoy `upgrade_configs`; "
+        "HAProxy/F5 Upgrade forwarding; compare Sec-WebSocket-Version on both legs.",
+    ),
+    Entry(
+        "handshake_status_429",
+        W,
+        "RFC 6585 §4",
+        "An Upgrade request was answered 429 Too Many Requests: a rate limit refused the "
+        "handshake (every reconnect is a new request, so reconnect storms hit limits).",
+        "nginx `limit_req`/`limit_conn` (`limit_req_status 429`), ingress-nginx "
+        "`limit-rps`/`limit-connections`, Envoy/Istio local or global rate limit, HAProxy "
+        "stick-table `http-request deny deny_status 429`; clients should back off "
+        "(Retry-After).",
+    ),
+    Entry(
+        "handshake_status_500",
+        E,
+        "RFC 9110 §15.6.1",
+        "An Upgrade request was answered 500 Internal Server Error: the handshake handler "
+        "failed (an exception in the upgrade path, an interceptor, authentication), on the "
+        "server or, when the server leg shows no 500, in the proxy.",
+        "The server's log at that time (handshake interceptor, endpoint constructor); the "
+        "detail says whether the server sent the 500.",
+    ),
+    Entry(
+        "handshake_status_502",
+        E,
+        "RFC 9110 §15.6.3",
+        "An Upgrade request was answered 502 Bad Gateway: the proxy got no usable answer "
+        "from the backend (connection refused or reset, closed without a response, an "
+        "invalid response). The detail says whether a server-side connection exists and "
+        "what happened on it.",
+        "Backend address, port and health: nginx error log 'connect() failed (111: "
+        "Connection refused)' / 'upstream prematurely closed connection'; HAProxy flags "
+        "`SC--`/`SH--`; Envoy flags `UF`/`UC`/`URX`; F5 pool member status.",
+    ),
+    Entry(
+        "handshake_status_503",
+        E,
+        "RFC 9110 §15.6.4",
+        "An Upgrade request was answered 503 Service Unavailable: no backend available "
+        "(no healthy upstream, pool members down, circuit breaker open) or an overloaded "
+        "server. Istio before 1.12 answers 503 when `h2UpgradePolicy: UPGRADE` carries the "
+        "WebSocket to the server sidecar over HTTP/2.",
+        "Envoy 'no healthy upstream' (`UH`), overflow `UO`; Istio DestinationRule "
+        "`h2UpgradePolicy` (DO_NOT_UPGRADE for WebSocket before 1.12); HAProxy `<NOSRV>`, "
+        "`maxconn`; nginx upstream servers marked down; F5 pool with no available member; "
+        "a Kubernetes Service with no ready endpoints.",
+    ),
+    Entry(
+        "handshake_status_504",
+        E,
+        "RFC 9110 §15.6.5",
+        "An Upgrade request was answered 504 Gateway Timeout: the proxy gave up waiting "
+        "for the backend to accept the connection or to answer the handshake.",
+        "nginx `proxy_connect_timeout`/`proxy_read_timeout` ('upstream timed out (110)'); "
+        "HAProxy `timeout connect`/`timeout server` (flags `sC--`/`sH--`); Envoy route "
+        "`timeout` (default 15 s); the server leg shows whether the request reached the "
+        "backend.",
+    ),
+    Entry(
+        "handshake_status_505",
+        E,
+        "RFC 9110 §15.6.6 / RFC 6455 §4.1",
+        "An Upgrade request was answered 505 HTTP Version Not Supported: the server refused "
+        "the HTTP version it received, typically HTTP/1.0 from a proxy, which cannot carry "
+        "a WebSocket upgrade.",
+        "nginx: `proxy_http_version 1.1;` (the default is 1.0).",
+    ),
+    Entry(
+        "proxy_key_changed",
+        I,
+        "RFC 6455 §4.1",
+        "The proxy sent the server a Sec-WebSocket-Key different from the client's: it runs "
+        "a handshake of its own on each leg (a WebSocket-terminating proxy).",
+        "Fine for a terminating proxy if it answers the client with the accept for the "
+        "client's key (see proxy_accept_not_recomputed); a pass-through proxy must forward "
+        "the key unchanged (F5 iRules, Envoy header mutations).",
+    ),
+    Entry(
+        "proxy_accept_not_recomputed",
+        E,
+        "RFC 6455 §4.2.2 / §4.1",
+        "The proxy changed Sec-WebSocket-Key but the Sec-WebSocket-Accept the client got is "
+        "not computed from the client's key (often the server's accept relayed unchanged): "
+        "the client must fail the connection.",
+        "A terminating proxy must compute the accept from the client's key; otherwise stop "
+        "rewriting Sec-WebSocket-Key (F5 `HTTP::header replace`, Envoy "
+        "`request_headers_to_add`, HAProxy `set-header`).",
+    ),
+    Entry(
+        "proxy_subprotocol_stripped",
+        W,
+        "RFC 6455 §4.1 / §11.3.4",
+        "The client offered sub-protocols (Sec-WebSocket-Protocol) the proxy did not pass "
+        "to the server: the server cannot select them, and clients that require one "
+        "(Kubernetes exec `v5.channel.k8s.io`, STOMP, MQTT, `graphql-transport-ws`) fail.",
+        "Header rules removing Sec-WebSocket-Protocol: nginx `proxy_set_header "
+        "Sec-WebSocket-Protocol \"\"`, HAProxy `http-request del-header`, F5 HTTP profile or "
+        "iRules, Envoy `request_headers_to_remove`, API gateways with a header allow-list.",
+    ),
+    Entry(
+        "proxy_subprotocol_changed",
+        E,
+        "RFC 6455 §4.2.2 / §1.9",
+        "The sub-protocol differs between the legs: the proxy offered the server another "
+        "list, or told the client another selection than the server made, so the ends "
+        "speak different protocols (e.g. `v5.channel.k8s.io` on one leg, "
+        "`v4.channel.k8s.io` on the other).",
+        "Rewrites of Sec-WebSocket-Protocol in the proxy (nginx `proxy_set_header`, HAProxy "
+        "`set-header`, F5 iRules, Envoy header mutations) or a proxy negotiating per leg.",
+    ),
+    Entry(
+        "proxy_extension_stripped",
+        W,
+        "RFC 6455 §9.1 / RFC 7692",
+        "The client offered extensions (Sec-WebSocket-Extensions, e.g. permessage-deflate) "
+        "the proxy did not pass to the server: the connection runs without them "
+        "(uncompressed: correct, but more bytes).",
+        "Proxies that cannot handle RSV bits strip it on purpose (F5 WebSocket profile, some "
+        "WAFs and CDNs); nginx `proxy_set_header Sec-WebSocket-Extensions \"\"`; HAProxy "
+        "`http-request del-header sec-websocket-extensions`.",
+    ),
+    Entry(
+        "proxy_extension_changed",
+        W,
+        "RFC 6455 §9.1 / RFC 7692 §5",
+        "The extensions differ between the legs (offered or accepted differently, e.g. "
+        "permessage-deflate accepted on one leg only, other window-bits parameters): "
+        "frames on one leg carry compression the far end did not agree to unless the proxy "
+        "re-compresses.",
+        "Whether the proxy terminates permessage-deflate (F5 WebSocket profile, Envoy "
+        "filters); header rules touching Sec-WebSocket-Extensions.",
+    ),
+    Entry(
+        "proxy_header_duplicated",
+        W,
+        "RFC 9110 §5.3 / RFC 6455 §11.3",
+        "The proxy sent a handshake field twice or repeated a value (`Upgrade: websocket, "
+        "websocket`, two Upgrade or Sec-WebSocket-Key fields) that the other leg carried "
+        "once: strict servers and clients reject it (Sec-WebSocket-Key 'MUST NOT appear "
+        "more than once').",
+        "Set, do not add: nginx `proxy_set_header` (not also `more_set_input_headers`), "
+        "HAProxy `http-request set-header` instead of `add-header`, F5 iRule `HTTP::header "
+        "replace` instead of `insert`, Envoy `append_action: OVERWRITE_IF_EXISTS_OR_ADD`.",
+    ),
+    Entry(
+        "proxy_response_not_forwarded",
+        E,
+        "RFC 9112 §9 / heuristic",
+        "The server answered the handshake on the server leg but the client never got a "
+        "response: the proxy held or dropped it (the client waits, then times out).",
+        "Proxy error logs at that time; response inspection (WAF, ICAP, F5 iRules on "
+        "HTTP_RESPONSE); HAProxy `timeout server`/`timeout client`; a proxy crash or reload.",
+    ),
     Entry(
         "proxy_upgrade_header_dropped",
         E,

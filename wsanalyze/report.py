@@ -23,6 +23,8 @@ C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 SCHEMA = "wsanalyze/1"
 _FRAME_KEYS = ("text", "binary", "continuation", "ping", "pong", "close")
 _MESSAGE_KEYS = ("text", "binary", "ping", "pong", "close")
+TRANSCRIPT_ENTRIES = 200
+"""Sub-protocol transcript entries per connection in the JSON report (the first ones)."""
 
 
 def iso(ts_ns: int | None) -> str | None:
@@ -87,7 +89,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
             }
     ends = (t.client, t.server)
     fins = [(ts, d) for d, ts in enumerate(t.fin_ts_ns) if ts is not None]
-    return {
+    out = {
         "id": a.id,
         "capture": a.role,
         "src": str(t.client),
@@ -131,6 +133,19 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
             for d in Direction
         },
     }
+    if a.transcript:
+        out["transcript"] = [
+            {
+                "ts": iso(ts_ns),
+                "direction": Direction(d).label,
+                "channel": channel,
+                "kind": kind,
+                "text": r.text(text),
+            }
+            for ts_ns, d, channel, kind, text in a.transcript[:TRANSCRIPT_ENTRIES]
+        ]
+        out["transcript_omitted"] = len(a.transcript) - len(out["transcript"])
+    return out
 
 
 def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
@@ -276,6 +291,7 @@ def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
     ]
     paired = {p["client"] for p in doc["pairs"]} | {p["server"] for p in doc["pairs"]}
     return {
+        "transcripts": _transcripts(analysis, doc, r),
         "doc": doc,
         "verdict": verdict,
         "pairs": doc["pairs"],
@@ -341,6 +357,122 @@ def _escape_control(m: re.Match[str]) -> str:
     return f"\\x{ord(m.group()):02x}"
 
 
+# --- sub-protocol transcripts ("kubectl exec" style) -------------------------------
+
+_STREAM_KINDS = frozenset({"stdin", "stdout", "stderr"})
+# Terminal escape sequences (CSI, OSC) in a tty session's output: dropped from the
+# transcript (other control characters are shown as \xNN by each renderer).
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_LINE_WIDTH = 300
+
+
+def _transcript_entries(a, r: Redactor) -> tuple[list[dict[str, Any]], int]:
+    """The first :data:`TRANSCRIPT_ENTRIES` transcript entries of connection ``a``
+    (redacted), plus its last Kubernetes status entries when they come later (the
+    exit status closes a ``kubectl exec`` transcript); and how many were left out."""
+    rest = a.transcript[TRANSCRIPT_ENTRIES:]
+    late = [e for e in rest if e[2] is not None and e[3] == "status"]
+    shown = a.transcript[:TRANSCRIPT_ENTRIES] + late[-5:]
+    return [
+        {
+            "ts": iso(ts_ns),
+            "direction": Direction(d).label,
+            "channel": channel,
+            "kind": kind,
+            "text": r.text(text),
+        }
+        for ts_ns, d, channel, kind, text in shown
+    ], len(a.transcript) - len(shown)
+
+
+def _transcripts(analysis, doc: dict[str, Any], r: Redactor) -> list[dict[str, Any]]:
+    """The connections that have a sub-protocol transcript, each with its entries;
+    a server leg whose transcript equals its client leg's is folded into the client
+    leg (``same_as``)."""
+    conns = {a.id: a for c in analysis.captures for a in c.connections}
+    folded: dict[str, str] = {}
+    for p in doc["pairs"]:
+        cc, sc = conns.get(p["client"]), conns.get(p["server"])
+        if cc is None or sc is None or not cc.transcript:
+            continue
+        if [e[3:] for e in cc.transcript] == [e[3:] for e in sc.transcript]:
+            folded[sc.id] = cc.id
+    same = {v: k for k, v in folded.items()}
+    out = []
+    for a in conns.values():
+        if not a.transcript or a.id in folded:
+            continue
+        entries, omitted = _transcript_entries(a, r)
+        hs = a.handshake
+        out.append(
+            {
+                "id": a.id,
+                "subprotocol": hs.subprotocol if hs else None,
+                "entries": entries,
+                "omitted": omitted,
+                "same_as": same.get(a.id),
+            }
+        )
+    return out
+
+
+def _split_lines(text: str) -> list[str]:
+    text = _ANSI.sub("", text)
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()  # the text ended with a newline
+    return [ln if len(ln) <= _LINE_WIDTH else ln[:_LINE_WIDTH] + "…" for ln in lines]
+
+
+def transcript_lines(t: dict[str, Any], max_lines: int = 200) -> list[str]:
+    """A transcript as lines, ``kubectl exec`` style: stdin prefixed ``$ ``, stdout
+    and stderr as they are (consecutive messages of one stream joined, so a tty's
+    byte-by-byte echo reads as lines), ``[resize 80x24]``, ``[close stdin]``, the
+    exit status ``[status] exit code 2: ...``; other sub-protocols ``> [kind] text``
+    (client to server) and ``< [kind] text``. At most ``max_lines`` lines; the status
+    lines are always kept at the end. Control characters are left to the renderer."""
+    # Channel kinds (stdin, stdout, ...) belong to a channelled sub-protocol
+    # (Kubernetes); other sub-protocols' kinds are message types, one line each.
+    groups: list[tuple[str, bool, str | None, list[str]]] = []
+    for e in t["entries"]:
+        key = (e["direction"], e["channel"] is not None, e["kind"])
+        if groups and key[1] and key[2] in _STREAM_KINDS and groups[-1][:3] == key:
+            groups[-1][3].append(e["text"] or "")
+        else:
+            groups.append((*key, [e["text"] or ""]))
+    body: list[str] = []
+    status: list[str] = []
+    for direction, channelled, kind, texts in groups:
+        lines = _split_lines("".join(texts))
+        if channelled and kind == "stdin":
+            body.extend("$ " + ln for ln in lines)
+        elif channelled and kind in ("stdout", "stderr"):
+            body.extend(lines)
+        elif channelled and kind == "status":
+            status.extend("[status] " + ln for ln in lines)
+        elif channelled and kind in ("resize", "close_stream"):
+            body.append(f"[{' '.join(lines)}]")
+        else:
+            arrow = ">" if direction == "client_to_server" else "<"
+            body.append(f"{arrow} [{kind or '?'}] {lines[0] if lines else ''}")
+            body.extend("    " + ln for ln in lines[1:])
+    status = status[:5]
+    room = max(1, max_lines - len(status))
+    more = len(body) - room
+    if more > 0:
+        body = body[: room - 1] + [f"… {more + 1} more lines"]
+    if t["omitted"]:
+        body.append(f"… {t['omitted']} more messages not shown (see the transcript table)")
+    return body + status
+
+
+def _transcript_title(t: dict[str, Any]) -> str:
+    title = f"{t['id']} ({t['subprotocol'] or 'sub-protocol'})"
+    if t["same_as"]:
+        title += f"; server leg {t['same_as']}: same transcript"
+    return title
+
+
 def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
     """The terminal summary: captures, connections, pairs, header changes, proxy delay,
     findings. Plain text; long lists are cut with a note."""
@@ -400,6 +532,15 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
                 f"  unpaired: {', '.join(unpaired[:max_rows])}"
                 + (" ..." if len(unpaired) > max_rows else "")
             )
+    if sec["transcripts"]:
+        out("")
+        out("Transcripts (sub-protocol messages):")
+        for t in sec["transcripts"][:max_rows]:
+            out(f"  {_transcript_title(t)}")
+            for line in transcript_lines(t, max_lines=40):
+                out(f"    {line}")
+        if len(sec["transcripts"]) > max_rows:
+            out(f"  ... {len(sec['transcripts']) - max_rows} more transcripts (see --json)")
     out("")
     out(f"Findings: {len(doc['findings'])}")
     for v in sec["verdict"][:max_rows]:
@@ -518,6 +659,18 @@ def render_markdown(analysis, *, redact: bool = True) -> str:
             f"{_md(_status(c))} | {'yes' if c['websocket'] else 'no'} | "
             f"{_md(c['subprotocol'] or '')} | {_md(_close(c))} |"
         )
+    if sec["transcripts"]:
+        L.append("")
+        L.append("## Transcripts")
+        for t in sec["transcripts"]:
+            L.append("")
+            L.append(f"### {_md(_transcript_title(t))}")
+            L.append("")
+            L.append("```text")
+            for line in transcript_lines(t, max_lines=100):
+                # No backtick can close the fence; control characters shown as \xNN.
+                L.append(_CONTROL.sub(_escape_control, line).replace("`", "'"))
+            L.append("```")
     if sec["legend"]:
         L.append("")
         L.append("## Finding codes")
@@ -571,6 +724,10 @@ def render_html(analysis, *, redact: bool = True, max_ladders: int = 10) -> str:
     env.filters["status"] = _status
     env.filters["close"] = _close
     env.filters["delay"] = _delay
+    env.filters["transcript_lines"] = lambda t: [
+        _CONTROL.sub(_escape_control, ln) for ln in transcript_lines(t)
+    ]
+    env.filters["transcript_title"] = _transcript_title
     return env.get_template("report.html.j2").render(
         sec=sec,
         doc=sec["doc"],

@@ -111,6 +111,18 @@ MESSAGES: dict[str, Any] = {
     "complete": "bool",
     "first_packet": "int64",
     "last_packet": "int64",
+    "channel": "Int64",  # sub-protocol channel (Kubernetes: 0 stdin, 1 stdout, ...), else NA
+    "kind": STR,  # message type in the negotiated sub-protocol ("stdout", "PUBLISH"), else NA
+}
+
+TRANSCRIPT: dict[str, Any] = {
+    "connection_id": STR,
+    "capture": CAPTURE,
+    "ts": TS,  # last byte of the message
+    "direction": DIRECTION,
+    "channel": "Int64",  # sub-protocol channel, NA when the sub-protocol has none
+    "kind": STR,  # "stdin", "stdout", "stderr", "status", "resize", "close_stream", ...
+    "text": STR,  # decoded content (UTF-8, replacement characters), a few KiB at most
 }
 
 PAIRS: dict[str, Any] = {
@@ -181,6 +193,7 @@ SCHEMAS = {
     "header_changes": HEADER_CHANGES,
     "message_matches": MESSAGE_MATCHES,
     "findings": FINDINGS,
+    "transcript": TRANSCRIPT,
 }
 
 
@@ -347,7 +360,28 @@ def messages_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 cols["complete"].append(m.complete)
                 cols["first_packet"].append(m.first_packet)
                 cols["last_packet"].append(m.last_packet)
+                cols["channel"].append(m.channel)
+                cols["kind"].append(m.kind)
     return _frame(cols, MESSAGES)
+
+
+def transcript_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
+    """One row per message a sub-protocol decoder gave text for (e.g. each stdin,
+    stdout, stderr and status message of a ``kubectl exec`` session), in time order
+    per connection; columns in :data:`TRANSCRIPT`. Built from
+    ``ConnectionAnalysis.transcript`` (bounded per connection by the pipeline)."""
+    cols: dict[str, list[Any]] = {k: [] for k in TRANSCRIPT}
+    for cap in captures:
+        for a in cap.connections:
+            for ts_ns, direction, channel, kind, text in a.transcript:
+                cols["connection_id"].append(a.id)
+                cols["capture"].append(cap.role)
+                cols["ts"].append(ts_ns)
+                cols["direction"].append(Direction(direction).label)
+                cols["channel"].append(channel)
+                cols["kind"].append(kind)
+                cols["text"].append(text)
+    return _frame(cols, TRANSCRIPT)
 
 
 def _p50(values: list[float]) -> float:

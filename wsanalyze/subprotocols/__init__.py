@@ -74,3 +74,7 @@ def decoder_for(subprotocol: str | None) -> SubprotocolDecoder | None:
 def known() -> list[str]:
     """The sub-protocol tokens that have a decoder."""
     return sorted(_REGISTRY)
+
+
+# The decoders register themselves on import (after the interface above exists).
+from . import graphql, jupyter, k8s, mqtt, stomp, wamp  # noqa: E402, F401
