@@ -179,6 +179,11 @@ class TcpFlow:
         self._pkt(frm, "FA", t)
         self.next_seq[frm] += 1
 
+    def rst(self, frm: str, t: float) -> None:
+        """A RST (with ACK, as Linux sends on an abortive close, ``SO_LINGER`` 0) from
+        ``frm`` at the next sequence number (RFC 9293 §3.5.2)."""
+        self._pkt(frm, "RA", t)
+
 
 def write_pcap(path: Path | str, packets: Sequence) -> Path:
     """Write ``packets`` sorted by time (stable) as a classic Ethernet pcap."""
@@ -406,3 +411,146 @@ def plain_http_capture(path: Path) -> Path:
     g.fin("c", t_us(1300))
     g.fin("s", t_us(1400))
     return write_pcap(path, f.packets + g.packets)
+
+
+# --- both legs scripted event by event (close and handshake-failure tests) ----------------
+
+
+class ProxiedLegs:
+    """Both legs of one proxied connection, scripted event by event, for what
+    :class:`ProxiedWebSocket` cannot express (RST, a leg left open, a response that
+    never comes, a 101 altered by the proxy).
+
+    ``leg`` is ``"c"`` (client ↔ proxy listener) or ``"s"`` (proxy source ↔ server);
+    ``frm`` the endpoint of that leg that sends: ``"c"`` opened the leg (the client on
+    the client leg, the proxy on the server leg), ``"s"`` accepted it. Times ``us`` are
+    µs from ``start_us`` on the client-leg clock; server-leg packets are stamped
+    ``server_clock_us`` later (θ). Data is acknowledged by the peer 5 µs later.
+    ``build()`` returns (client-leg packets, server-leg packets), so conversations of
+    both kinds can go to :func:`write_legs` together.
+    """
+
+    def __init__(
+        self,
+        n: int = 1,
+        *,
+        client_ip: str = "192.0.2.10",
+        server_clock_us: int = 0,
+        start_us: int = 0,
+    ) -> None:
+        self.n = n
+        self.client = (client_ip, 43000 + n)
+        self.listener = ("192.0.2.1", 80)
+        self.proxy_source = ("198.51.100.1", 53000 + n)
+        self.server = ("198.51.100.10", 8080)
+        self.server_clock_us = server_clock_us
+        self.start_us = start_us
+        isn = 3_000_000 + 10_000_000 * n
+        self.flows = {
+            "c": TcpFlow(self.client, self.listener, isn_c=isn, isn_s=isn + 500_000),
+            "s": TcpFlow(
+                self.proxy_source, self.server, isn_c=isn + 2_000_000, isn_s=isn + 3_000_000
+            ),
+        }
+
+    def t(self, leg: str, us: int) -> float:
+        """Packet time of client-leg µs ``us`` on ``leg``'s clock."""
+        return t_us(self.start_us + us + (self.server_clock_us if leg == "s" else 0))
+
+    def open(self, leg: str, us: int) -> None:
+        self.flows[leg].open(self.t(leg, us))
+
+    def send(self, leg: str, frm: str, data: bytes, us: int) -> None:
+        flow = self.flows[leg]
+        last = flow.send(frm, data, self.t(leg, us))
+        flow.ack("s" if frm == "c" else "c", round(last + 5 * US, 6))
+
+    def request(
+        self,
+        leg: str,
+        headers: Iterable[Header],
+        us: int,
+        *,
+        target: str = "/ws",
+        version: str = "HTTP/1.1",
+    ) -> None:
+        self.send(leg, "c", http_request(target, headers, version=version), us)
+
+    def response(
+        self,
+        leg: str,
+        status: int,
+        reason: str,
+        headers: Iterable[Header],
+        us: int,
+        body: bytes = b"",
+    ) -> None:
+        self.send(leg, "s", http_response(status, reason, headers, body), us)
+
+    def frame(self, leg: str, frm: str, opcode: int, payload: bytes, us: int) -> None:
+        """One frame; masked (key 11 22 33 44) when sent by the leg's client."""
+        key = b"\x11\x22\x33\x44" if frm == "c" else None
+        self.send(leg, frm, ws_frame(opcode, payload, mask_key=key), us)
+
+    def close(self, leg: str, frm: str, code: int | None, reason: bytes, us: int) -> None:
+        """A close frame; ``code`` None sends an empty close payload."""
+        self.frame(leg, frm, CLOSE, b"" if code is None else close_payload(code, reason), us)
+
+    def fin(self, leg: str, frm: str, us: int) -> None:
+        self.flows[leg].fin(frm, self.t(leg, us))
+
+    def rst(self, leg: str, frm: str, us: int) -> None:
+        self.flows[leg].rst(frm, self.t(leg, us))
+
+    def ack(self, leg: str, frm: str, us: int) -> None:
+        self.flows[leg].ack(frm, self.t(leg, us))
+
+    def client_headers(self, *extra: Header, key: str | None = None) -> list[Header]:
+        """The client's Upgrade request headers (key ``ws_key(n)`` unless given)."""
+        return upgrade_headers("192.0.2.1", key or ws_key(self.n), *extra)
+
+    def server_headers(self, *extra: Header, key: str | None = None) -> list[Header]:
+        """An nginx-like forwarded request: X-Forwarded-For added, Connection lower-cased,
+        the client's key unless ``key`` is given."""
+        return [
+            ("Upgrade", "websocket"),
+            ("Connection", "upgrade"),
+            ("Host", "192.0.2.1"),
+            ("X-Forwarded-For", self.client[0]),
+            ("Sec-WebSocket-Key", key or ws_key(self.n)),
+            ("Sec-WebSocket-Version", "13"),
+            *extra,
+        ]
+
+    def websocket(
+        self,
+        us: int = 0,
+        *,
+        messages: int = 1,
+        step_us: int = 10_000,
+        delay_us: int = 200,
+    ) -> int:
+        """A successful handshake on both legs, then ``messages`` text exchanges
+        (client → server, echoed), each forwarded ``delay_us`` later. Returns the
+        client-leg µs of the last event."""
+        d = delay_us
+        key = ws_key(self.n)
+        self.open("c", us)
+        self.request("c", self.client_headers(), us + 100)
+        self.open("s", us + 100 + d)
+        self.request("s", self.server_headers(), us + 140 + d)
+        self.response("s", 101, "Switching Protocols", switching_headers(key), us + 300 + d)
+        self.response("c", 101, "Switching Protocols", switching_headers(key), us + 300 + 2 * d)
+        t = us + 1_000 + 2 * d
+        for i in range(messages):
+            t += step_us
+            payload = f"message-{self.n}-{i}".encode()
+            self.frame("c", "c", TEXT, payload, t)
+            self.frame("s", "c", TEXT, payload, t + d)
+            self.frame("s", "s", TEXT, payload, t + 2 * d)
+            self.frame("c", "s", TEXT, payload, t + 3 * d)
+            t += 3 * d
+        return t
+
+    def build(self) -> tuple[list, list]:
+        return self.flows["c"].packets, self.flows["s"].packets

@@ -569,7 +569,7 @@ def test_fast_constructor_equals_dataclass_constructor():
     with pytest.raises(AttributeError):
         fast.offset = 8  # still frozen
     msg_args = (C2S, 1, 2, 5, b"d" * 16, b"hello", 1, 2, 3, 4, 0, None, None, True, True, None)
-    msg_args += (True, 3, 1, "stdout")  # compressed, wire_len, channel, kind
+    msg_args += (True, 3, 1, "stdout", True)  # compressed, wire_len, channel, kind, decompressed
     assert fast_constructor(Message)(*msg_args) == Message(*msg_args)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsanalyze.catalogue import CATALOGUE
+from wsanalyze.deflate import DeflateParams
 from wsanalyze.frames import FrameDecoder, PayloadChunk
 from wsanalyze.messages import MessageAssembler, close_code_valid
 from wsanalyze.model import PREVIEW_BYTES, Direction, Finding, Frame, Message, Opcode
@@ -56,13 +58,15 @@ def pipe(
     max_buffer: int = 16 * 1024 * 1024,
     rsv_allowed: int = 0,
     gaps: dict[int, int] | None = None,
+    **asm_kwargs,
 ) -> tuple[list[Message], list[Finding], MessageAssembler]:
     """Decoder -> assembler, the wiring documented in wsanalyze.messages. Piece k is
-    packet k+1; ``gaps`` maps a piece index to a gap length inserted before it."""
+    packet k+1; ``gaps`` maps a piece index to a gap length inserted before it;
+    ``asm_kwargs`` go to the assembler (``deflate=...``)."""
     dec = FrameDecoder(
         direction, max_buffer=max_buffer, rsv_allowed=rsv_allowed, stream_payloads=True
     )
-    asm = MessageAssembler(direction, keep_payloads=keep_payloads)
+    asm = MessageAssembler(direction, keep_payloads=keep_payloads, **asm_kwargs)
     out: list = []
 
     def route(items: list) -> None:
@@ -364,18 +368,39 @@ def test_valid_text_any_fragmentation(text, cuts):
 # -- compression (RSV1) ----------------------------------------------------------------------
 
 
-def test_compressed_text_is_not_utf8_checked():
+def test_compressed_without_parameters_is_not_decompressed():
+    """RSV1 with no permessage-deflate parameters given: counted, not decompressed:
+    digest over the wire bytes, no preview (never compressed bytes shown as text)."""
     wire = [encode(TEXT, b"\xff\x00compressed?", fin=False, rsv1=True), encode(CONT, b"\xfe")]
-    (m,), findings, asm = pipe(S2C, wire, rsv_allowed=0x4)
+    (m,), findings, asm = pipe(S2C, wire, rsv_allowed=0x4, keep_payloads=True)
     assert findings == []
     assert m.utf8_valid is None
     assert m.digest == digest(b"\xff\x00compressed?\xfe")
+    assert (m.compressed, m.wire_len, m.payload_len) == (True, 14, 14)
+    assert m.preview == b"" and m.payload is None
     assert asm.compressed_offsets == {0}
 
 
+def test_compressed_text_is_decompressed_and_utf8_checked():
+    """permessage-deflate (RFC 7692 §7.2.2): digest, preview, payload and the UTF-8
+    check are about the decompressed payload."""
+    c = zlib.compressobj(wbits=-15)
+    text = "ünïcode, compressed ".encode() * 10
+    data = (c.compress(text) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    wire = [encode(TEXT, data[:5], fin=False, rsv1=True, key=KEY), encode(CONT, data[5:], key=KEY)]
+    (m,), findings, _ = pipe(
+        C2S, wire, keep_payloads=True, rsv_allowed=0x4, deflate=DeflateParams()
+    )
+    assert findings == []
+    assert (m.compressed, m.wire_len, m.payload_len) == (True, len(data), len(text))
+    assert m.digest == digest(text) and m.preview == text[:PREVIEW_BYTES]
+    assert m.payload == text and m.utf8_valid is True
+
+
 def test_uncompressed_messages_not_marked_compressed():
-    _, _, asm = pipe(S2C, [encode(TEXT, b"a")], rsv_allowed=0x4)
+    (m,), _, asm = pipe(S2C, [encode(TEXT, b"a")], rsv_allowed=0x4, deflate=DeflateParams())
     assert asm.compressed_offsets == set()
+    assert (m.compressed, m.wire_len) == (False, None)
 
 
 # -- limits and robustness ----------------------------------------------------------------------

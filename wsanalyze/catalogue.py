@@ -311,7 +311,7 @@ _ENTRIES: list[Entry] = [
         "ws_rsv1_on_continuation_or_control",
         E,
         "RFC 7692 §6",
-        "With permessage-deflate, RSV1 (the \"Per-Message Compressed\" bit) is set on a "
+        'With permessage-deflate, RSV1 (the "Per-Message Compressed" bit) is set on a '
         "continuation or control frame; it may only be set on the first frame of a data "
         "message. The bit was ignored.",
         "The sender's (or the proxy's) WebSocket compression code.",
@@ -321,7 +321,7 @@ _ENTRIES: list[Entry] = [
         E,
         "RFC 7692 §7.2.2 / RFC 1951",
         "A compressed message is not valid DEFLATE data (or uses a window larger than "
-        "negotiated: \"invalid distance too far back\"). It is counted with the digest of "
+        'negotiated: "invalid distance too far back"). It is counted with the digest of '
         "its wire bytes; with context takeover later messages of the direction cannot "
         "be decompressed.",
         "A proxy that rewrites Sec-WebSocket-Extensions (window bits, no_context_takeover) "
@@ -561,7 +561,7 @@ _ENTRIES: list[Entry] = [
         W,
         "RFC 6455 §5.5.1 / §7.1.2",
         "One endpoint sent a close frame and the other never answered with its own before "
-        "the TCP connection ended (\"the endpoint MUST send a Close frame in response\"); "
+        'the TCP connection ended ("the endpoint MUST send a Close frame in response"); '
         "the initiator reports 1006 instead of the peer's code.",
         "The peer's WebSocket library or application (does it answer close frames, is it "
         "blocked?); a proxy that ends the connection on the first close frame instead of "
@@ -819,7 +819,7 @@ _ENTRIES: list[Entry] = [
         "to the server: the server cannot select them, and clients that require one "
         "(Kubernetes exec `v5.channel.k8s.io`, STOMP, MQTT, `graphql-transport-ws`) fail.",
         "Header rules removing Sec-WebSocket-Protocol: nginx `proxy_set_header "
-        "Sec-WebSocket-Protocol \"\"`, HAProxy `http-request del-header`, F5 HTTP profile or "
+        'Sec-WebSocket-Protocol ""`, HAProxy `http-request del-header`, F5 HTTP profile or '
         "iRules, Envoy `request_headers_to_remove`, API gateways with a header allow-list.",
     ),
     Entry(
@@ -841,7 +841,7 @@ _ENTRIES: list[Entry] = [
         "the proxy did not pass to the server: the connection runs without them "
         "(uncompressed: correct, but more bytes).",
         "Proxies that cannot handle RSV bits strip it on purpose (F5 WebSocket profile, some "
-        "WAFs and CDNs); nginx `proxy_set_header Sec-WebSocket-Extensions \"\"`; HAProxy "
+        'WAFs and CDNs); nginx `proxy_set_header Sec-WebSocket-Extensions ""`; HAProxy '
         "`http-request del-header sec-websocket-extensions`.",
     ),
     Entry(

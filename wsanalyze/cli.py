@@ -29,7 +29,21 @@ examples:
   wsanalyze pcap client.pcap server.pcap --html report.html --json report.json
   wsanalyze pcap client.pcap server.pcap --clock-offset 0
       the two captures share one clock (taken on the proxy host)
+  wsanalyze pcap client.pcap server.pcap --decode-as 8080 --decode-as 9000
+      decode connections on ports 8080 and 9000 as WebSocket although their
+      handshake is not in the capture (like tshark's Decode As)
 """
+
+
+def _port(text: str) -> int:
+    """A TCP port for ``--decode-as`` (argparse type): an integer 1-65535."""
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
+    return port
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
         "capture's, in ms, instead of estimating it",
     )
     p.add_argument(
+        "--decode-as",
+        metavar="PORT",
+        type=_port,
+        action="append",
+        default=[],
+        help="decode TCP connections on PORT as WebSocket even when their handshake is "
+        "not in the capture (repeatable; connections whose start was not captured are "
+        "recognised by their frames without it)",
+    )
+    p.add_argument(
         "--no-redact",
         action="store_true",
         help="show credentials (Authorization, Cookie, tokens) in reports",
@@ -113,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     from .api import analyze
 
     try:
-        analysis = analyze(args.client, args.server, clock_offset_ms=args.clock_offset)
+        analysis = analyze(
+            args.client,
+            args.server,
+            clock_offset_ms=args.clock_offset,
+            decode_as=args.decode_as,
+        )
         redact = not args.no_redact
         if args.json:
             _write(

@@ -10,7 +10,7 @@ see :mod:`wsanalyze.frames`). Findings returned by the decoder are not for the
 assembler. Wiring::
 
     dec = FrameDecoder(d, rsv_allowed=..., start_offset=..., stream_payloads=True)
-    asm = MessageAssembler(d)
+    asm = MessageAssembler(d, deflate=deflate_params(handshake, d))  # None: no RFC 7692
     for item in dec.feed(data, ts_ns, packet):          # likewise gap() and eof()
         if isinstance(item, Frame):
             out = asm.frame(item)
@@ -34,13 +34,30 @@ nothing was lost; ``payload`` is the reassembled payload when ``keep_payloads`` 
 it is at most ``max_kept`` bytes. ``complete`` is False when a frame of it was cut
 or it never finished (interrupted, or the stream ended).
 
-Compression (RFC 7692): a data message whose first frame has RSV1 set is
-compressed. It is not decompressed; its digest and preview are of the compressed
-bytes and ``utf8_valid`` is None for compressed text. :attr:`MessageAssembler.compressed_offsets`
-holds the ``offset`` of every compressed message emitted (``Message`` has no field
-for it).
+Compression (RFC 7692 permessage-deflate): a data message whose first frame has
+RSV1 set is compressed (``Message.compressed``; §6: RSV1 on the first frame only). With
+the negotiated parameters (``deflate``, see :func:`wsanalyze.deflate.deflate_params`)
+it is decompressed incrementally as its frames and chunks arrive (never buffered
+whole): ``payload_len``, ``digest``, ``preview``, ``payload`` and the UTF-8 check are
+then about the DECOMPRESSED payload, so a message matches its copy on the other leg
+of a proxy that decompresses or re-compresses, and ``wire_len`` is the sum of the
+frames' payload lengths on the wire. A message that cannot be decompressed (a gap
+inside it; the compression context lost with context takeover, by a gap or an earlier
+undecodable message; ``deflate_unknown``: the handshake was not captured; RSV1 without
+permessage-deflate) is still emitted with ``compressed=True``, ``utf8_valid`` None,
+``payload_len == wire_len`` (bytes on the wire), ``digest`` over the wire bytes, an
+empty ``preview`` and no ``payload`` (compressed bytes are never shown as text).
+:attr:`MessageAssembler.compressed_offsets` holds the ``offset`` of every compressed
+message emitted.
+
+Context loss is detected from the frames alone: a frame cut by a gap
+(``Frame.complete`` False), or a frame that does not start where the previous one
+ended (bytes lost to a gap or skipped while resynchronising).
 
 Security limits: ``max_kept`` (default 16 MiB) bounds a kept payload;
+``max_decompressed`` (default 16 MiB) the decompressed bytes of one message (beyond
+it the message is cut: ``complete`` False, digest and preview of the first
+``max_decompressed`` bytes, ``ws_deflate_limit_exceeded``; memory stays bounded);
 :data:`CONTROL_KEEP` bounds the bytes of a control frame kept for close parsing;
 findings of one code are emitted at most :data:`~wsanalyze.frames.FINDING_LIMIT`
 times, then counted in one ``ws_findings_suppressed`` finding at :meth:`~MessageAssembler.eof`.
@@ -51,6 +68,8 @@ from __future__ import annotations
 import codecs
 from hashlib import blake2b
 
+from .catalogue import finding
+from .deflate import DEFAULT_MAX_DECOMPRESSED, DeflateParams, Inflater
 from .frames import DEFAULT_MAX_BUFFER, FindingLimiter, PayloadChunk, fast_constructor
 from .model import PREVIEW_BYTES, Direction, Finding, Frame, Message, Opcode
 
@@ -93,6 +112,12 @@ class _Msg:
         "utf8",
         "utf8_bad_at",
         "compressed",
+        "wire_hasher",
+        "inflating",
+        "undecodable",
+        "lost",
+        "error",
+        "exceeded",
         "first_packet",
         "first_ts",
         "last_packet",
@@ -111,11 +136,19 @@ class _Msg:
         self.parts: list[bytes] | None = [] if keep else None
         self.kept = 0
         self.ctl: bytearray | None = bytearray() if opcode >= 0x8 else None
-        # §8.1: text must be UTF-8; not checkable on compressed payloads.
-        self.check_utf8 = opcode == _TEXT and not compressed
+        # §8.1: text must be UTF-8 (checked on the decompressed bytes when compressed).
+        self.check_utf8 = opcode == _TEXT
         self.utf8 = None  # incremental decoder, created at the first non-ASCII byte
         self.utf8_bad_at: int | None = None
         self.compressed = compressed
+        # Compressed messages (RFC 7692): digest of the wire bytes, used when the
+        # message cannot be decompressed; decompression state of the message.
+        self.wire_hasher = blake2b(digest_size=16) if compressed else None
+        self.inflating = False  # its bytes go through the Inflater
+        self.undecodable = False  # digest over the wire bytes, no preview
+        self.lost: str | None = None  # why the context was lost (deflate_context_lost)
+        self.error: str | None = None  # invalid DEFLATE data (ws_deflate_error)
+        self.exceeded = False  # beyond max_decompressed (ws_deflate_limit_exceeded)
         self.first_packet = 0
         self.first_ts = 0
         self.last_packet = 0
@@ -134,6 +167,18 @@ class MessageAssembler:
     ``ws_incomplete_message`` (at eof), ``ws_invalid_utf8``, ``ws_bad_close_code``,
     ``ws_close_payload_one_byte``, ``ws_data_after_close`` (once). Frames with a
     reserved opcode (reported by the decoder) are dropped.
+
+    permessage-deflate (RFC 7692): ``deflate`` holds this direction's negotiated
+    parameters (:func:`wsanalyze.deflate.deflate_params`), None when it was not
+    negotiated; ``deflate_unknown`` says it may be in use but the handshake was not
+    captured (its parameters, and the context of earlier messages, are unknown: no
+    compressed message is decompressed). ``max_decompressed`` bounds the decompressed
+    bytes of one message (security limit). Findings, when permessage-deflate is in use
+    (``deflate`` given or ``deflate_unknown``): ``ws_rsv1_on_continuation_or_control``
+    (§6, the bit is ignored), ``ws_deflate_error`` (invalid DEFLATE data; the message
+    counts as not decompressed), ``ws_deflate_limit_exceeded`` (the message is cut at
+    the limit, ``complete`` False), ``deflate_context_lost`` (once per direction, at the
+    first message that cannot be decompressed because of a gap or lost context).
     """
 
     def __init__(
@@ -142,11 +187,29 @@ class MessageAssembler:
         *,
         keep_payloads: bool = False,
         max_kept: int = DEFAULT_MAX_BUFFER,
+        deflate: DeflateParams | None = None,
+        deflate_unknown: bool = False,
+        max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
     ) -> None:
         self.direction = direction
         self.keep_payloads = keep_payloads
         self.max_kept = max_kept
+        self.deflate = deflate
+        self.deflate_unknown = deflate_unknown and deflate is None
+        self.max_decompressed = max_decompressed
         self.compressed_offsets: set[int] = set()
+        # permessage-deflate in use: RSV1 means "compressed" (RFC 7692 §6).
+        self._pmd = deflate is not None or deflate_unknown
+        self._inflater = Inflater(deflate, limit=max_decompressed) if deflate is not None else None
+        # Why later compressed messages cannot be decompressed (context takeover).
+        self._lost_why: str | None = (
+            "no opening handshake captured: the permessage-deflate parameters and the "
+            "context of earlier messages are unknown"
+            if self.deflate_unknown
+            else None
+        )
+        self._lost_reported = False
+        self._next_offset: int | None = None  # where the next frame should start
         self.closed = False  # this direction sent a close frame
         self._after_close_reported = False
         self._msg: _Msg | None = None  # data message in progress
@@ -161,11 +224,19 @@ class MessageAssembler:
         """Take the next frame of the direction; returns the messages it completes
         and the findings it causes."""
         out: list = []
+        inflater = self._inflater
         if self._stream_offset is not None and self._stream_offset == f.offset:
             m = self._stream_target
             self._stream_offset = self._stream_target = None
+            if inflater is not None:
+                self._next_offset = f.offset + f.header_len + f.payload_len
         else:
             self._stream_offset = self._stream_target = None
+            if inflater is not None:
+                nxt = self._next_offset
+                if nxt is not None and f.offset != nxt:
+                    self._bytes_lost(nxt, f.offset)
+                self._next_offset = f.offset + f.header_len + f.payload_len
             opcode = f.opcode
             payload = f.payload
             if (
@@ -182,7 +253,10 @@ class MessageAssembler:
                 return out
             m = self._begin(opcode, f.rsv1, f.offset, (f.first_packet, f.last_packet), f.ts_ns, out)
             if m is not None and payload:
-                self._update(m, payload)
+                if m.compressed:
+                    self._compressed(m, payload)
+                else:
+                    self._update(m, payload)
         if m is not None:
             self._end(m, f, out)
         return out
@@ -192,13 +266,21 @@ class MessageAssembler:
         decoder with ``stream_payloads=True``); the frame itself follows."""
         out: list = []
         if self._stream_offset != c.frame_offset:
+            if self._inflater is not None:
+                nxt = self._next_offset
+                if nxt is not None and c.frame_offset != nxt:
+                    self._bytes_lost(nxt, c.frame_offset)
+                self._next_offset = None  # set by the Frame that follows
             self._stream_offset = c.frame_offset
             self._stream_target = self._begin(
                 c.opcode, c.rsv1, c.frame_offset, (c.first_packet, c.packet), c.ts_ns, out
             )
         m = self._stream_target
         if m is not None:
-            self._update(m, c.data)
+            if m.compressed:
+                self._compressed(m, c.data)
+            else:
+                self._update(m, c.data)
         return out
 
     def eof(self, ts_ns: int) -> list[Message | Finding]:
@@ -271,6 +353,7 @@ class MessageAssembler:
                 None,
                 None,
                 None,
+                None,
             )
         )
 
@@ -294,6 +377,17 @@ class MessageAssembler:
                 out,
                 "ws_data_after_close",
                 f"expected=nothing after the close frame, found={Opcode.name_of(opcode)} frame",
+                packets,
+                offset,
+                ts_ns,
+            )
+        if rsv1 and self._pmd and (opcode == 0 or 0x8 <= opcode <= 0xA):
+            # RFC 7692 §6: "An endpoint MUST NOT set the "Per-Message Compressed" bit
+            # of control frames and non-first fragments of a data message."
+            emit(
+                out,
+                "ws_rsv1_on_continuation_or_control",
+                f"expected=RSV1 clear, found=RSV1 set on a {Opcode.name_of(opcode)} frame",
                 packets,
                 offset,
                 ts_ns,
@@ -336,9 +430,94 @@ class MessageAssembler:
                 m.complete = False
                 out.append(self._finish(m, out))
             m = _Msg(opcode, bool(rsv1), self.keep_payloads)
+            if rsv1:
+                self._start_compressed(m)
             self._msg = m
             return m
         return None  # reserved data opcode (reported by the decoder)
+
+    # -- permessage-deflate (RFC 7692) ------------------------------------------------
+
+    def _start_compressed(self, m: _Msg) -> None:
+        """A compressed message starts: decompress it if the context allows."""
+        inflater = self._inflater
+        if inflater is not None and inflater.begin():
+            m.inflating = True
+            return
+        m.undecodable = True
+        if inflater is not None:
+            m.lost = self._lost_why or "the compression context of an earlier message"
+        elif self._pmd:
+            m.lost = self._lost_why
+        # else RSV1 without permessage-deflate (the decoder reported ws_reserved_bits).
+
+    def _compressed(self, m: _Msg, data: bytes) -> None:
+        """Wire bytes of a compressed message: digest them, decompress them, and pass
+        the decompressed pieces on to :meth:`_update`."""
+        wire_hasher = m.wire_hasher
+        assert wire_hasher is not None
+        wire_hasher.update(data)
+        if not m.inflating:
+            return
+        inflater = self._inflater
+        assert inflater is not None
+        for piece in inflater.feed(data):
+            self._update(m, piece)
+        if not inflater.active:
+            self._inflate_stopped(m)
+
+    def _inflate_end(self, m: _Msg) -> None:
+        """The last frame of a compressed message arrived (RFC 7692 §7.2.2)."""
+        inflater = self._inflater
+        assert inflater is not None
+        for piece in inflater.end():
+            self._update(m, piece)
+        self._inflate_stopped(m)
+
+    def _inflate_stopped(self, m: _Msg) -> None:
+        """The Inflater stopped on ``m``: finished, invalid data or the limit."""
+        inflater = self._inflater
+        assert inflater is not None
+        m.inflating = False
+        if inflater.error is not None:
+            m.error = inflater.error
+            m.undecodable = True
+            self._lost_why = self._lost_why or (
+                f"the message at offset {m.offset} could not be decompressed (ws_deflate_error)"
+            )
+        elif inflater.exceeded:
+            m.exceeded = True
+            m.complete = False
+            self._lost_why = self._lost_why or (
+                f"the message at offset {m.offset} was not decompressed beyond "
+                f"{self.max_decompressed} bytes (ws_deflate_limit_exceeded)"
+            )
+
+    def _cannot_decompress(self, m: _Msg, why: str) -> None:
+        """``m`` lost bytes (a gap inside it): it cannot be decompressed."""
+        if m.inflating:
+            inflater = self._inflater
+            assert inflater is not None
+            inflater.abandon()
+            m.inflating = False
+        if not m.undecodable:
+            m.undecodable = True
+            m.lost = why
+        if self._inflater is not None and not self._inflater.params.no_context_takeover:
+            self._lost_why = self._lost_why or f"the message at offset {m.offset} lost bytes"
+
+    def _bytes_lost(self, expected: int, found: int) -> None:
+        """A frame does not start where the previous one ended: bytes of the direction
+        were lost (gap) or skipped (resynchronisation)."""
+        m = self._msg
+        why = f"bytes lost between stream offsets {expected} and {found}"
+        if m is not None and m.compressed:
+            self._cannot_decompress(m, why)
+        inflater = self._inflater
+        assert inflater is not None
+        inflater.lose_context()
+        if not inflater.params.no_context_takeover:
+            self._lost_why = self._lost_why or why
 
     def _update(self, m: _Msg, data: bytes) -> None:
         """Digest, preview, keep and UTF-8-check the next payload bytes of ``m``."""
@@ -379,6 +558,8 @@ class MessageAssembler:
         m.length += f.payload_len
         if not f.complete:
             m.complete = False
+            if m.compressed:
+                self._cannot_decompress(m, f"a gap inside the message at offset {m.offset}")
         if m.opcode >= 0x8:
             # §5.5: control frames stand alone (a fragmented one was reported by the
             # decoder and is still taken as a whole).
@@ -388,6 +569,8 @@ class MessageAssembler:
         elif f.fin:
             if self._msg is m:
                 self._msg = None
+            if m.inflating:
+                self._inflate_end(m)
             out.append(self._finish(m, out))
 
     def _finish(self, m: _Msg, out: list) -> Message:
@@ -396,7 +579,9 @@ class MessageAssembler:
         utf8_valid: bool | None = None
         close_code: int | None = None
         close_reason: bytes | None = None
-        if m.opcode == _TEXT and not m.compressed:
+        if m.compressed:
+            self._finish_compressed(m, packets, out)
+        if m.opcode == _TEXT and not m.undecodable:
             if m.utf8_bad_at is None and m.check_utf8 and m.complete and m.utf8 is not None:
                 try:
                     m.utf8.decode(b"", True)  # a sequence cut at the end is invalid
@@ -409,18 +594,24 @@ class MessageAssembler:
                 utf8_valid = True
         elif m.opcode == _CLOSE:
             close_code, close_reason, utf8_valid = self._close(m, packets, out)
-        if m.compressed:
-            self.compressed_offsets.add(m.offset)
         payload = None
-        if m.parts is not None:
+        if m.parts is not None and not m.exceeded:
             payload = b"".join(m.parts)
+        if not m.compressed:
+            payload_len, digest, preview, wire_len = m.length, m.hasher.digest(), m.preview, None
+        elif m.undecodable:
+            # Never show compressed bytes as if they were the payload.
+            payload_len, digest, preview, wire_len = m.length, m.wire_hasher.digest(), b"", m.length
+            utf8_valid = payload = None
+        else:
+            payload_len, digest, preview, wire_len = m.seen, m.hasher.digest(), m.preview, m.length
         return _new_message(
             self.direction,
             m.opcode,
             m.frames,
-            m.length,
-            m.hasher.digest(),
-            bytes(m.preview),
+            payload_len,
+            digest,
+            bytes(preview),
             m.first_packet,
             m.last_packet,
             m.first_ts,
@@ -431,11 +622,60 @@ class MessageAssembler:
             utf8_valid,
             m.complete,
             payload,
-            False,
+            m.compressed,
+            wire_len,
             None,
             None,
-            None,
+            (not m.undecodable) if m.compressed else None,
         )
+
+    def _finish_compressed(self, m: _Msg, packets: tuple[int, int], out: list) -> None:
+        """Decompression findings of a compressed message about to be emitted."""
+        self.compressed_offsets.add(m.offset)
+        if m.inflating:  # never finished (interrupted, end of stream)
+            inflater = self._inflater
+            assert inflater is not None
+            inflater.abandon()
+            m.inflating = False
+            if not inflater.params.no_context_takeover:
+                self._lost_why = self._lost_why or (
+                    f"the message at offset {m.offset} never finished"
+                )
+        if m.error is not None:
+            # RFC 7692 §7.2.2: the payload must decompress as DEFLATE data (RFC 1951).
+            self._limiter.emit(
+                out,
+                "ws_deflate_error",
+                f"expected=valid DEFLATE data, found={m.error} "
+                f"({m.length} bytes on the wire, {m.seen} decompressed)",
+                packets,
+                m.offset,
+                m.last_ts,
+            )
+        elif m.exceeded:
+            self._limiter.emit(
+                out,
+                "ws_deflate_limit_exceeded",
+                f"expected<={self.max_decompressed} decompressed bytes, found=more from "
+                f"{m.length} bytes on the wire (kept the first {m.seen})",
+                packets,
+                m.offset,
+                m.last_ts,
+            )
+        elif m.undecodable and m.lost is not None and not self._lost_reported:
+            self._lost_reported = True
+            out.append(
+                finding(
+                    "deflate_context_lost",
+                    f"expected=every compressed message decompressible, found={m.lost}; "
+                    "this and later undecodable messages of the direction are counted "
+                    "with digests of their wire bytes",
+                    packets=packets,
+                    direction=self.direction,
+                    offset=m.offset,
+                    ts_ns=m.last_ts,
+                )
+            )
 
     def _close(
         self, m: _Msg, packets: tuple[int, int], out: list

@@ -283,6 +283,9 @@ class Message:
     wire_len: int | None = None  # bytes on the wire when compressed, else None
     channel: int | None = None  # sub-protocol channel (Kubernetes *.channel.k8s.io)
     kind: str | None = None  # message type in the negotiated sub-protocol
+    # Compressed only: True when the payload fields are over the decompressed bytes,
+    # False when it could not be decompressed (context lost): then over the wire bytes.
+    decompressed: bool | None = None
 
 
 PREVIEW_BYTES = 256

@@ -12,11 +12,13 @@ an ``internal_error`` finding on that connection and the others go on
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field, replace
 
 from . import catalogue
 from .capture import open_capture
+from .detect import DETECT_SCORE, MAX_RUN, SCAN_LIMIT, Detection, Run, detect
 from .frames import FrameDecoder, PayloadChunk
 from .handshake import Handshake, check_handshake, is_upgrade_request
 from .http1 import Http1Parser
@@ -54,6 +56,65 @@ TRANSCRIPT_LIMIT = 256 * 1024
 
 # Mode of one direction of a connection.
 _UNKNOWN, _HTTP, _WS, _OTHER = range(4)
+_PROBE = 4  # no handshake captured: first bytes held until detect.py decides
+
+PROBE_LIMIT = SCAN_LIMIT
+"""Bytes of each direction held while deciding whether a connection whose handshake
+was not captured carries WebSocket frames (a memory bound, per connection; random
+or encrypted bytes are given up after about 70 KiB, when no chain of frame headers
+can cover them any more)."""
+
+# messages.py gains ``deflate_unknown`` (RSV1 set, parameters unknown) with
+# permessage-deflate support; pass it only when the assembler takes it.
+_ASSEMBLER_TAKES_DEFLATE_UNKNOWN = (
+    "deflate_unknown" in inspect.signature(MessageAssembler).parameters
+)
+
+
+class _Probe:
+    """The first bytes of a connection whose opening handshake was not captured,
+    held until :func:`wsanalyze.detect.detect` decides (at most
+    :data:`PROBE_LIMIT` bytes per direction).
+
+    Per direction (indexed by :class:`~wsanalyze.model.Direction`): ``pieces`` in
+    stream order, ``(offset, data, length, ts_ns, packet)`` with ``data`` None for a
+    gap; ``first`` the stream offset of the first data byte; ``start`` that of the
+    first piece; ``held`` data bytes held; ``contiguous`` the data bytes from the
+    first one up to the first gap after it (what the detector looks at).
+    ``forced`` is the decode_as port that matched, or None.
+    """
+
+    __slots__ = ("forced", "pieces", "contiguous", "gapped", "first", "start", "held", "next_scan")
+
+    def __init__(self, forced: int | None) -> None:
+        self.forced = forced
+        self.pieces: list[list[tuple[int, bytes | None, int, int, int]]] = [[], []]
+        self.contiguous = [0, 0]
+        self.gapped = [False, False]  # a gap followed the first data byte
+        self.first: list[int | None] = [None, None]
+        self.start: list[int | None] = [None, None]
+        self.held = [0, 0]
+        self.next_scan = 0  # contiguous bytes (both directions) at which to ask again
+
+    def scan_bytes(self, d: Direction) -> bytes:
+        """The contiguous bytes of direction ``d`` (at most SCAN_LIMIT) for the detector."""
+        parts: list[bytes] = []
+        size = 0
+        for _, data, _, _, _ in self.pieces[d]:
+            if data is None:
+                if parts:
+                    break
+                continue
+            parts.append(data)
+            size += len(data)
+            if size >= SCAN_LIMIT:
+                break
+        return b"".join(parts)[:SCAN_LIMIT]
+
+    def swap(self) -> None:
+        """Relabel the directions (the TCP roles were swapped)."""
+        for name in ("pieces", "contiguous", "gapped", "first", "start", "held"):
+            getattr(self, name).reverse()
 
 
 class FrameColumns:
@@ -222,6 +283,7 @@ class _ConnectionSink:
         self.transcript_chars = 0
         self.pending: list[RequestHead] = []  # requests awaiting a response
         self.upgrade_pending: RequestHead | None = None
+        self.probe: _Probe | None = None  # mode _PROBE: bytes held for detect.py
         self.failed = False
 
     # -- StreamSink -----------------------------------------------------------
@@ -239,7 +301,7 @@ class _ConnectionSink:
         if self.failed:
             return
         try:
-            self._gap(direction, length, ts_ns, packet)
+            self._gap(direction, offset, length, ts_ns, packet)
         except Exception as exc:  # noqa: BLE001
             self._internal_error(exc, packet)
 
@@ -279,6 +341,9 @@ class _ConnectionSink:
         if mode == _UNKNOWN:
             d = self._detect(d, data)
             mode = self.mode[d]
+        if mode == _PROBE:
+            self._probe_data(d, offset, data, ts_ns, packet)
+            return
         if mode == _OTHER:
             self.a.bytes[d].other += len(data)
             return
@@ -288,7 +353,12 @@ class _ConnectionSink:
 
     def _detect(self, d: Direction, data: bytes) -> Direction:
         """Decide on the first bytes of a connection whether it carries HTTP/1.x;
-        returns the direction of ``data`` (changed when the roles were swapped)."""
+        returns the direction of ``data`` (changed when the roles were swapped).
+
+        Other bytes on a connection whose start was not captured (no SYN), or whose
+        port is in ``decode_as``, may be WebSocket frames after a handshake the
+        capture missed: they are held (mode _PROBE) until :mod:`wsanalyze.detect`
+        decides; TLS and HTTP/2 are recognised first and never held."""
         if data.startswith(_HTTP_METHODS) and not data.startswith(_H2_PREFACE):
             if d == S2C and self.a.tcp.mid_stream:
                 # No SYN was seen and the roles were guessed from the ports wrongly:
@@ -302,12 +372,185 @@ class _ConnectionSink:
                 d = S2C
             self._start_http()
         else:
+            h2 = data.startswith(_H2_PREFACE)
+            tls = len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04
+            forced = self._decode_as_port()
+            if not (h2 or tls) and (self.a.tcp.mid_stream or forced is not None):
+                self.mode = [_PROBE, _PROBE]
+                self.probe = _Probe(forced)
+                return d
             self.mode = [_OTHER, _OTHER]
-            if data.startswith(_H2_PREFACE):
+            if h2:
                 self.a.protocol = "h2"
-            elif len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04:
+            elif tls:
                 self.a.protocol = "tls"  # a TLS handshake record (RFC 8446 §5.1)
         return d
+
+    # -- WebSocket without a captured handshake -----------------------------------
+
+    def _decode_as_port(self) -> int | None:
+        """The ``decode_as`` port this connection uses: its server port, or either
+        port when the roles were guessed (like tshark's ``tcp.port==N``)."""
+        tcp = self.a.tcp
+        if tcp.server.port in self.decode_as:
+            return tcp.server.port
+        if tcp.mid_stream and tcp.client.port in self.decode_as:
+            return tcp.client.port
+        return None
+
+    def _probe_data(self, d: Direction, offset: int, data: bytes, ts_ns: int, packet: int) -> None:
+        pr = self.probe
+        assert pr is not None
+        pr.pieces[d].append((offset, data, len(data), ts_ns, packet))
+        if pr.first[d] is None:
+            pr.first[d] = offset
+        if pr.start[d] is None:
+            pr.start[d] = offset
+        pr.held[d] += len(data)
+        if not pr.gapped[d]:
+            pr.contiguous[d] += len(data)
+        if pr.held[d] >= PROBE_LIMIT:
+            self._probe_decide(final=True)
+            return
+        # Ask again each time the contiguous bytes grew by a quarter (at least 64
+        # bytes): the work stays linear in the bytes held.
+        scanned = pr.contiguous[0] + pr.contiguous[1]
+        if scanned >= pr.next_scan:
+            pr.next_scan = scanned + max(64, scanned // 4)
+            self._probe_decide(final=False)
+
+    def _probe_gap(self, d: Direction, offset: int, length: int, ts_ns: int, packet: int) -> None:
+        pr = self.probe
+        assert pr is not None
+        pr.pieces[d].append((offset, None, length, ts_ns, packet))
+        if pr.start[d] is None:
+            pr.start[d] = offset
+        if pr.first[d] is not None:
+            pr.gapped[d] = True  # the detector sees the bytes before the gap only
+
+    def _probe_decide(self, *, final: bool) -> None:
+        """Ask the detector; on a verdict (or when ``final``) start WebSocket
+        decoding or give the held bytes up as another protocol's."""
+        pr = self.probe
+        assert pr is not None
+        det = detect(pr.scan_bytes(C2S), pr.scan_bytes(S2C), final=final)
+        if det.websocket is None:
+            return
+        if det.websocket or pr.forced is not None:
+            self._start_websocket_unannounced(det)
+            return
+        self.probe = None
+        self.mode = [_OTHER, _OTHER]
+        for d in (C2S, S2C):
+            self.a.bytes[d].other += pr.held[d]
+
+    def _start_websocket_unannounced(self, det: Detection) -> None:
+        """Decode the held bytes, and all that follow, as WebSocket frames although
+        no handshake was captured (RFC 6455 §4 unseen, so extensions are unknown:
+        RSV1 is allowed, and the sub-protocol is unknown).
+
+        Roles: when they were guessed (no SYN) and the masked frames come from the
+        side labelled server, the roles are swapped (RFC 6455 §5.1: only a client
+        masks). Per direction, decoding starts: at the detector's run (the bytes
+        before it, the end of a frame whose start was not captured or a garbled
+        handshake, are undecodable); with no run, at the first byte when
+        ``decode_as`` forced it on a stream whose first byte was captured (SYN seen,
+        no gap before it), like tshark's Decode As; with no data held yet, at the
+        next byte; otherwise the decoder looks for a frame boundary as after a gap
+        (the bytes before the capture are one). One ``handshake_not_captured``
+        finding names the evidence."""
+        pr = self.probe
+        assert pr is not None
+        self.probe = None
+        tcp = self.a.tcp
+        runs = list(det.runs)
+        swapped = False
+        if tcp.mid_stream and det.client == S2C:
+            tcp.swap_roles()
+            self.a.bytes = (self.a.bytes[1], self.a.bytes[0])
+            pr.swap()
+            runs.reverse()
+            swapped = True
+        self.a.http = True
+        self.a.protocol = "websocket"
+        self.sub = None
+        self.mode = [_WS, _WS]
+        plan: list[tuple[int | None, int]] = []  # per direction: (aligned offset, skipped)
+        for d in (C2S, S2C):
+            run, first = runs[d], pr.first[d]
+            if first is None:
+                align: int | None = pr.start[d] if pr.start[d] is not None else 0
+            elif run is not None:
+                align = first + run.offset
+            elif pr.forced is not None and tcp.syn_seen and first == 0:
+                align = 0
+            else:
+                align = None
+            plan.append((align, align - first if align is not None and first is not None else 0))
+        packets, times = [], []
+        for d in (C2S, S2C):
+            align = plan[d][0]
+            fed = next(
+                (
+                    p
+                    for p in pr.pieces[d]
+                    if p[1] is not None and (align is None or p[0] + p[2] > align)
+                ),
+                None,
+            )
+            if fed is not None:
+                packets.append(fed[4])
+                times.append(fed[3])
+        how = (
+            f"forced by decode_as port {pr.forced} (detector score {det.score})"
+            if pr.forced is not None
+            else f"detected by frame structure (score {det.score} >= {DETECT_SCORE})"
+        )
+        sides = "; ".join(
+            _describe_side(d, runs[d], pr.first[d], plan[d][0], plan[d][1]) for d in (C2S, S2C)
+        )
+        roles = "; roles swapped: the masked side is the client (RFC 6455 §5.1)" if swapped else ""
+        self.a.findings.append(
+            catalogue.finding(
+                "handshake_not_captured",
+                f"expected=an HTTP Upgrade handshake before the frames (RFC 6455 §4), "
+                f"found=none captured; {how}: {sides}{roles}",
+                packets=packets,
+                ts_ns=min(times) if times else None,
+            )
+        )
+        for d in (C2S, S2C):
+            align, skipped = plan[d]
+            pieces = pr.pieces[d]
+            self.a.bytes[d].undecodable += skipped
+            events: list = []
+            if align is None:
+                off0, data0, _, ts0, pk0 = pieces[0]
+                # Alignment unknown: the bytes before the capture are a gap, after
+                # which the decoder looks for a run of frame headers (frames.py).
+                dec = FrameDecoder(
+                    d,
+                    rsv_allowed=0x4,
+                    start_offset=off0 - 1 if data0 is not None else off0,
+                    stream_payloads=True,
+                )
+                if data0 is not None:
+                    events += dec.gap(1, ts0, pk0)
+            else:
+                dec = FrameDecoder(d, rsv_allowed=0x4, start_offset=align, stream_payloads=True)
+            self.ws[d] = dec
+            kwargs = {"deflate_unknown": True} if _ASSEMBLER_TAKES_DEFLATE_UNKNOWN else {}
+            self.asm[d] = MessageAssembler(d, keep_payloads=self.keep_payloads, **kwargs)
+            self._ws_events(d, events)
+            for off, data, length, ts, pk in pieces:
+                if align is not None and off + length <= align:
+                    continue  # before the first frame: counted (undecodable or gap)
+                if data is None:
+                    self._ws_events(d, dec.gap(length, ts, pk))
+                    continue
+                if align is not None and off < align:
+                    data = data[align - off :]
+                self._ws_events(d, dec.feed(data, ts, pk))
 
     def _start_http(self) -> None:
         self.a.http = True
@@ -365,6 +608,8 @@ class _ConnectionSink:
             self._http_events(C2S, parser.resume(), ts_ns, packet)
 
     def _start_websocket(self, hs: Handshake) -> None:
+        from .deflate import deflate_params  # RFC 7692 §7.1 (local: this method owns it)
+
         rsv_allowed = 0x4 if hs.deflate else 0
         self.sub = decoder_for(hs.subprotocol)
         for d in (C2S, S2C):
@@ -381,7 +626,9 @@ class _ConnectionSink:
             )
             self.ws[d] = dec
             self.asm[d] = MessageAssembler(
-                d, keep_payloads=self.keep_payloads or self.sub is not None
+                d,
+                keep_payloads=self.keep_payloads or self.sub is not None,
+                deflate=deflate_params(hs, d),
             )
             last = self.a.responses[-1] if d == S2C else self.a.requests[-1]
             if rest:
@@ -440,8 +687,10 @@ class _ConnectionSink:
             payload=msg.payload if self.keep_payloads else None,
         )
 
-    def _gap(self, d: Direction, length: int, ts_ns: int, packet: int) -> None:
-        if self.mode[d] == _WS:
+    def _gap(self, d: Direction, offset: int, length: int, ts_ns: int, packet: int) -> None:
+        if self.mode[d] == _PROBE:
+            self._probe_gap(d, offset, length, ts_ns, packet)
+        elif self.mode[d] == _WS:
             dec = self.ws[d]
             assert dec is not None
             self._ws_events(d, dec.gap(length, ts_ns, packet))
@@ -451,6 +700,8 @@ class _ConnectionSink:
             self._http_events(d, parser.gap(length, ts_ns, packet), ts_ns, packet)
 
     def _end(self, ts_ns: int) -> None:
+        if self.probe is not None:
+            self._probe_decide(final=True)
         for d in (C2S, S2C):
             if self.mode[d] == _WS:
                 dec, asm = self.ws[d], self.asm[d]
@@ -485,6 +736,23 @@ class _ConnectionSink:
             )
         self.pending.clear()
         self.a.messages.sort(key=lambda m: (m.ts_ns, m.direction, m.offset))
+
+
+def _describe_side(
+    d: Direction, run: Run | None, first: int | None, align: int | None, skipped: int
+) -> str:
+    """One direction's evidence for the ``handshake_not_captured`` detail."""
+    if first is None:
+        return f"{d.label}: no data before the decision"
+    if run is None:
+        where = f"decoded from offset {align}" if align is not None else "resynchronising"
+        return f"{d.label}: no run of frame headers found, {where}"
+    more = "+" if run.frames >= MAX_RUN else ""
+    text = (
+        f"{d.label}: {run.frames}{more} {'masked' if run.masked else 'unmasked'} frames"
+        f"{' ending at a frame boundary' if run.exact else ''}, decoded from offset {align}"
+    )
+    return text + (f" ({skipped} bytes before it undecodable)" if skipped else "")
 
 
 def _show(b: bytes, limit: int = 120) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import __version__
 from .catalogue import CATALOGUE
+from .closing import close_story, describe_pair
 from .model import Direction, Opcode, Severity
 from .redact import Redactor
 
@@ -115,6 +116,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         "frames": frames,
         "messages": messages,
         "close": close,
+        "close_story": close_story(a).as_json(ts=iso, text=lambda t: r.text(t) or ""),
         "tcp": {
             "first_fin_from": str(ends[min(fins)[1]]) if fins else None,
             "rst_from": [str(ends[d]) for d, ts in enumerate(t.rst_ts_ns) if ts is not None],
@@ -177,6 +179,12 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
                     for h in p.header_changes
                 ],
                 "messages_matched": len(p.matches),
+                "close": describe_pair(
+                    close_story(p.client),
+                    close_story(p.server),
+                    theta_ns,
+                    text=lambda t: r.text(t) or "",
+                ),
                 "proxy_delay_ms": {d.label: _stats(delays[d]) for d in Direction},
             }
         )
@@ -314,27 +322,8 @@ def _status(c: dict[str, Any]) -> str:
 
 
 def _close(c: dict[str, Any]) -> str:
-    """The close story of one connection in one line: close frames in the order
-    they were sent (RFC 6455 §5.5.1, §7.1.5: 1006 when none arrived), then FIN/RST."""
-    closes = [
-        ("client" if d == "client_to_server" else "server", cl)
-        for d, cl in c["close"].items()
-        if cl is not None
-    ]
-    closes.sort(key=lambda x: x[1]["ts"] or "")
-    parts = []
-    for n, (who, cl) in enumerate(closes):
-        code = cl["code"] if cl["code"] is not None else "(no code)"
-        reason = f" '{cl['reason']}'" if cl["reason"] else ""
-        verb = "sent close" if n == 0 else "answered close"
-        parts.append(f"{who} {verb} {code}{reason}")
-    if c["websocket"] and not closes:
-        parts.append("no close frame (1006 at both ends)")
-    if c["tcp"]["first_fin_from"]:
-        parts.append(f"first FIN from {c['tcp']['first_fin_from']}")
-    if c["tcp"]["rst_from"]:
-        parts.append("RST from " + ", ".join(c["tcp"]["rst_from"]))
-    return "; ".join(parts) or "still open at end of capture"
+    """The close story of one connection in one line (see :mod:`wsanalyze.closing`)."""
+    return str(c["close_story"]["summary"])
 
 
 def _shown(value: str | None) -> str:
@@ -523,7 +512,7 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
                 f"    proxy delay ms c->s: {_delay(p, 'client_to_server')}; "
                 f"s->c: {_delay(p, 'server_to_client')}"
             )
-            out(f"    close: client leg: {_close(cc)}; server leg: {_close(sc)}")
+            out(f"    close: {p['close']}")
         if len(sec["pairs"]) > max_rows:
             out(f"  ... {len(sec['pairs']) - max_rows} more pairs")
         unpaired = [c["id"] for c in sec["unpaired"]]

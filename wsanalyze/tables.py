@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .catalogue import CATALOGUE
+from .closing import close_story
 from .correlate import ClockOffset, Correlation
 from .model import Direction, Finding, Opcode, Severity
 from .pipeline import CaptureAnalysis
@@ -66,6 +67,15 @@ CONNECTIONS: dict[str, Any] = {
     "first_close_from": DIRECTION,  # who sent the first close frame
     "first_fin_from": STR,  # "ip:port" or NA
     "rst_from": STR,  # "ip:port[, ip:port]" or NA
+    "closed_by": STR,  # "client", "server" or "unknown": first close frame, FIN or RST
+    "close_clean": "boolean",  # both close frames exchanged before the TCP close
+    "close_echoed": "boolean",  # the first close frame was answered (RFC 6455 §5.5.1)
+    "close_echo_ms": "float64",  # delay of that answer; NaN if none
+    "idle_before_close_s": "float64",  # silence before the first close event; NaN if none
+    "close_code_at_client": "Int64",  # the code each end reports (RFC 6455 §7.1.5;
+    "close_code_at_server": "Int64",  # 1006 when no close frame arrived)
+    "open_at_end": "bool",  # no close event before the capture ended
+    "close_story": STR,  # one line, see wsanalyze.closing
     "gaps": "int64",
     "gap_bytes": "int64",
     "undecodable_bytes": "int64",
@@ -102,7 +112,10 @@ MESSAGES: dict[str, Any] = {
     "first_ts": TS,
     "opcode": OPCODE,
     "frame_count": "int64",
-    "payload_bytes": "int64",  # reassembled (RFC 6455 §5.4)
+    "payload_bytes": "int64",  # reassembled (RFC 6455 §5.4), decompressed when compressed
+    "compressed": "bool",  # RSV1: permessage-deflate (RFC 7692 §6)
+    "wire_bytes": "Int64",  # bytes on the wire when compressed, else NA
+    "decompressed": "boolean",  # compressed only: False when the context was lost
     "digest": STR,  # BLAKE2b-128 hex of the payload
     "preview": STR,  # first bytes: text as UTF-8 (replacement chars), binary as hex
     "close_code": "Int64",
@@ -234,6 +247,7 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
         for a in cap.connections:
             t = a.tcp
             hs = a.handshake
+            story = close_story(a)
             req, resp = a.exchange
             first_close: dict[int, int | None] = {}
             first_close_ts: dict[int, int] = {}
@@ -282,6 +296,15 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 else None,
                 "first_fin_from": str(ends[min(fins)[1]]) if fins else None,
                 "rst_from": ", ".join(str(ends[d]) for d in rsts) or None,
+                "closed_by": story.closed_by,
+                "close_clean": story.clean if a.websocket else None,
+                "close_echoed": story.echoed if story.first_close_from else None,
+                "close_echo_ms": _ms(story.echo_delay_ns),
+                "idle_before_close_s": np.nan if story.idle_ns is None else story.idle_ns / 1e9,
+                "close_code_at_client": story.client_code,
+                "close_code_at_server": story.server_code,
+                "open_at_end": story.open_at_end,
+                "close_story": story.describe(),
                 "gaps": t.gaps[0] + t.gaps[1],
                 "gap_bytes": t.gap_bytes[0] + t.gap_bytes[1],
                 "undecodable_bytes": a.bytes[0].undecodable + a.bytes[1].undecodable,
@@ -348,6 +371,9 @@ def messages_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 cols["opcode"].append(Opcode.name_of(m.opcode))
                 cols["frame_count"].append(m.frame_count)
                 cols["payload_bytes"].append(m.payload_len)
+                cols["compressed"].append(m.compressed)
+                cols["wire_bytes"].append(m.wire_len)
+                cols["decompressed"].append(m.decompressed)
                 cols["digest"].append(m.digest.hex())
                 cols["preview"].append(preview_text(m.opcode, m.preview))
                 cols["close_code"].append(m.close_code)
@@ -382,6 +408,10 @@ def transcript_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 cols["kind"].append(kind)
                 cols["text"].append(text)
     return _frame(cols, TRANSCRIPT)
+
+
+def _ms(ns: int | None) -> float:
+    return np.nan if ns is None else ns / 1e6
 
 
 def _p50(values: list[float]) -> float:
