@@ -201,3 +201,43 @@ def test_tls_and_http2_connections_are_named_not_silently_dropped(tmp_path: Path
     assert "443" in codes["capture_tls_not_decoded"].detail
     assert "8443" in codes["capture_http2_not_decoded"].detail
     assert codes["capture_tls_not_decoded"].capture == "client"
+
+
+def _ws_flow(key: str) -> TcpFlow:
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    f.send("c", http_request("/ws", upgrade_headers("192.0.2.1", key)), t_us(100))
+    f.send("s", http_response(101, "Switching Protocols", switching_headers(key)), t_us(200))
+    return f
+
+
+def test_pong_must_echo_the_ping(tmp_path: Path) -> None:
+    """RFC 6455 §5.5.3: a Pong answering a Ping carries its application data. An
+    unsolicited Pong (no Ping outstanding) is allowed, and so is answering only the
+    latest of several Pings."""
+    from craft import PING, PONG
+
+    f = _ws_flow(ws_key(6))
+    f.send("s", ws_frame(PONG, b"heartbeat"), t_us(300))  # unsolicited: fine
+    f.send("c", ws_frame(PING, b"a", mask_key=MASK), t_us(400))
+    f.send("c", ws_frame(PING, b"b", mask_key=MASK), t_us(410))
+    f.send("s", ws_frame(PONG, b"b"), t_us(500))  # answers the latest: fine
+    f.send("c", ws_frame(PING, b"c", mask_key=MASK), t_us(600))
+    f.send("s", ws_frame(PONG, b"zzz"), t_us(700))  # wrong data
+    cap = analyze_capture(write_pcap(tmp_path / "p.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    assert _codes(conn) == ["ws_pong_mismatch"]
+
+
+def test_client_data_before_the_101(tmp_path: Path) -> None:
+    """RFC 6455 §4.1: the client waits for the 101 before sending frames."""
+    key = ws_key(7)
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    f.send("c", http_request("/ws", upgrade_headers("192.0.2.1", key)), t_us(100))
+    f.send("c", ws_frame(TEXT, b"too early", mask_key=MASK), t_us(150))
+    f.send("s", http_response(101, "Switching Protocols", switching_headers(key)), t_us(200))
+    cap = analyze_capture(write_pcap(tmp_path / "e.pcap", f.packets), strict=True)
+    (conn,) = cap.connections
+    assert "ws_client_data_before_101" in _codes(conn)
+    assert [m.preview for m in conn.messages] == [b"too early"]  # still decoded

@@ -308,6 +308,21 @@ _ENTRIES: list[Entry] = [
     ),
     # --- frames and messages (frames.py, messages.py), RFC 6455 §5-§8 ---
     Entry(
+        "ws_client_data_before_101",
+        W,
+        "RFC 6455 §4.1",
+        "The client sent data after its Upgrade request but before the server's 101 "
+        "arrived; the client MUST wait for the response first.",
+        "A client or a proxy that pipelines WebSocket data before the handshake completes.",
+    ),
+    Entry(
+        "ws_pong_mismatch",
+        W,
+        "RFC 6455 §5.5.3",
+        "A Pong answering a Ping does not carry the Ping's application data.",
+        "A proxy answering pings itself, or an endpoint's ping/pong bookkeeping.",
+    ),
+    Entry(
         "ws_rsv1_on_continuation_or_control",
         E,
         "RFC 7692 §6",

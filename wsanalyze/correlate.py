@@ -178,13 +178,19 @@ class Correlation:
 
 @dataclass(slots=True)
 class _Features:
+    """What pairing compares for one connection. ``request`` is None for a WebSocket
+    whose handshake was not captured: then ``ts_ns``/``packets`` are those of its
+    first message and only digests and timing can pair it."""
+
     conn: ConnectionAnalysis
-    request: RequestHead
+    request: RequestHead | None
     response: ResponseHead | None
+    ts_ns: int  # the request's time, else the first message's
+    packets: tuple[int, ...]
     key: bytes | None
-    method: bytes
-    target: bytes
-    path: bytes
+    method: bytes | None
+    target: bytes | None
+    path: bytes | None
     e2e: frozenset[tuple[bytes, bytes]]
     forwarded: bytes  # XFF / X-Real-IP / Forwarded values, lower-cased
     client_ip: str
@@ -193,8 +199,29 @@ class _Features:
 
 def _features(conn: ConnectionAnalysis) -> _Features | None:
     req, resp = conn.exchange
+    digests = frozenset(
+        (int(m.direction), m.opcode, m.digest) for m in conn.messages[:256] if m.opcode < 8
+    )
+    client_ip = str(conn.tcp.client).rsplit(":", 1)[0].strip("[]")
     if req is None:
-        return None
+        if not conn.messages:
+            return None
+        first = conn.messages[0]
+        return _Features(
+            conn=conn,
+            request=None,
+            response=None,
+            ts_ns=first.ts_ns,
+            packets=(first.first_packet,),
+            key=None,
+            method=None,
+            target=None,
+            path=None,
+            e2e=frozenset(),
+            forwarded=b"",
+            client_ip=client_ip,
+            digests=digests,
+        )
     target = req.target
     try:
         path = urlsplit(target.decode("latin-1")).path.encode("latin-1")
@@ -206,20 +233,19 @@ def _features(conn: ConnectionAnalysis) -> _Features | None:
         for n, v in req.headers
         if n.lower() in (b"x-forwarded-for", b"x-real-ip", b"forwarded")
     )
-    digests = frozenset(
-        (int(m.direction), m.opcode, m.digest) for m in conn.messages[:256] if m.opcode < 8
-    )
     return _Features(
         conn=conn,
         request=req,
         response=resp,
+        ts_ns=req.ts_ns,
+        packets=req.packets,
         key=header_value(req.headers, b"sec-websocket-key"),
         method=req.method,
         target=target,
         path=path,
         e2e=e2e,
         forwarded=fwd,
-        client_ip=str(conn.tcp.client).rsplit(":", 1)[0].strip("[]"),
+        client_ip=client_ip,
         digests=digests,
     )
 
@@ -236,7 +262,9 @@ def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, l
             frac = common / max(len(c.digests), len(s.digests))
             score += 3.0 * frac
             ev.append(f"message_digests({common})")
-    if c.method == s.method and c.target == s.target:
+    if c.method is None or s.method is None:
+        pass  # a handshake not captured: no request to compare
+    elif c.method == s.method and c.target == s.target:
         score += 1.0
         ev.append("request_target")
     elif c.method == s.method and c.path == s.path:
@@ -251,7 +279,7 @@ def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, l
         score += 0.5
         ev.append("x_forwarded_for")
     if timing is not None:
-        t = timing.score(s.request.ts_ns - c.request.ts_ns)
+        t = timing.score(s.ts_ns - c.ts_ns)
         if t > 0.01:
             score += t
             ev.append(f"timing({t:.2f})")
@@ -290,7 +318,7 @@ def _timing_from_anchors(anchors: list[tuple[_Features, _Features]], theta: Cloc
     lo = theta.low_ns if theta.low_ns is not None else est
     hi = theta.high_ns if theta.high_ns is not None else est
     lo, hi = min(lo, hi), max(lo, hi)
-    fwd = [s.request.ts_ns - c.request.ts_ns - est for c, s in anchors]
+    fwd = [s.ts_ns - c.ts_ns - est for c, s in anchors]
     d_max = max([0, *fwd])
     slack = max(_MIN_SLACK, 2 * d_max)
     return _Timing(lo - _MIN_SLACK // 5, hi + d_max + slack, slack)
@@ -301,12 +329,13 @@ def _timing_from_mode(cf: list[_Features], sf: list[_Features]) -> _Timing | Non
     the same method and path, if it is common enough to mean a clock offset."""
     by_path: dict[tuple[bytes, bytes], list[int]] = defaultdict(list)
     for s in sf:
-        by_path[(s.method, s.path)].append(s.request.ts_ns)
+        if s.method is not None:
+            by_path[(s.method, s.path)].append(s.ts_ns)
     bins: dict[int, list[int]] = defaultdict(list)
     budget = 200_000
     for c in cf:
         for t in by_path.get((c.method, c.path), ())[:256]:
-            d = t - c.request.ts_ns
+            d = t - c.ts_ns
             bins[d // 1_000_000].append(d)
             budget -= 1
         if budget <= 0:
@@ -451,7 +480,8 @@ def _candidates(
             by_key[s.key].append(k)
         for dg in s.digests:
             by_digest[dg].append(k)
-        by_path[(s.method, s.path)].append((s.request.ts_ns, k))
+        if s.method is not None:
+            by_path[(s.method, s.path)].append((s.ts_ns, k))
     for bucket in by_path.values():
         bucket.sort()
     out: dict[int, list[int]] = {}
@@ -463,11 +493,11 @@ def _candidates(
             hits = by_digest.get(dg, ())
             if len(hits) <= 8:  # a digest many connections share says little
                 cands.update(hits)
-        bucket = by_path.get((c.method, c.path), [])
+        bucket = by_path.get((c.method, c.path), []) if c.method is not None else []
         if timing is not None:
             lo, hi = timing.window()
-            i = bisect_left(bucket, (c.request.ts_ns + lo, -1))
-            j = bisect_right(bucket, (c.request.ts_ns + hi, len(sf)))
+            i = bisect_left(bucket, (c.ts_ns + lo, -1))
+            j = bisect_right(bucket, (c.ts_ns + hi, len(sf)))
             cands.update(k for _, k in bucket[i:j])
         elif len(bucket) <= 64:
             cands.update(k for _, k in bucket)
@@ -516,7 +546,8 @@ def _make_pair(pair_id: str, c: _Features, s: _Features, score: float, ev: list[
     """A :class:`Pair` with its message matches and header changes."""
     p = Pair(pair_id, c.conn, s.conn, round(score, 3), _confidence(score), tuple(ev))
     p.matches = match_messages(c.conn, s.conn)
-    p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
+    if c.request is not None and s.request is not None:
+        p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
     if c.response is not None and s.response is not None:
         p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
     return p
@@ -563,7 +594,7 @@ def correlate(
     assigned, ambiguous = _assign(cf, sf, timing)
 
     pairs: list[Pair] = []
-    for n, (c, s, sc, ev) in enumerate(sorted(assigned, key=lambda x: x[0].request.ts_ns), start=1):
+    for n, (c, s, sc, ev) in enumerate(sorted(assigned, key=lambda x: x[0].ts_ns), start=1):
         pairs.append(_make_pair(f"pair-{n}", c, s, sc, ev))
     theta = estimate_clock_offset(pairs, clock_offset_ns)
 
@@ -574,10 +605,10 @@ def correlate(
                 "pair_ambiguous",
                 f"expected=one server-side twin for {c.conn.id}, found=several scoring within "
                 f"{AMBIGUITY_MARGIN}",
-                packets=c.request.packets,
+                packets=c.packets,
                 connections=(c.conn.id,),
                 capture=c.conn.role,
-                ts_ns=c.request.ts_ns,
+                ts_ns=c.ts_ns,
             )
         )
     if theta is not None and not theta.consistent and not theta.imposed:
@@ -617,13 +648,13 @@ def correlate_within(capture: CaptureAnalysis) -> Correlation | None:
         (a, b)
         for group in by_key.values()
         if len(group) > 1
-        for a, b in pairwise(sorted(group, key=lambda f: f.request.ts_ns))
+        for a, b in pairwise(sorted(group, key=lambda f: f.ts_ns))
     ]
     if not legs:
         return None
     timing = _Timing(-_MIN_SLACK // 5, 4 * _MIN_SLACK, 4 * _MIN_SLACK)
     pairs: list[Pair] = []
-    for n, (c, s) in enumerate(sorted(legs, key=lambda x: x[0].request.ts_ns), start=1):
+    for n, (c, s) in enumerate(sorted(legs, key=lambda x: x[0].ts_ns), start=1):
         sc, ev = _score(c, s, timing)
         pairs.append(_make_pair(f"pair-{n}", c, s, sc, ev))
     in_pair = {id(p.client) for p in pairs} | {id(p.server) for p in pairs}

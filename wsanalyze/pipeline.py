@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from . import catalogue
 from .capture import open_capture
+from .closing import close_findings
+from .deflate import deflate_params
 from .detect import DETECT_SCORE, MAX_RUN, SCAN_LIMIT, Detection, Run, detect
 from .frames import FrameDecoder, PayloadChunk
 from .handshake import Handshake, check_handshake, is_upgrade_request
@@ -28,6 +31,7 @@ from .model import (
     Finding,
     Frame,
     Message,
+    Opcode,
     RequestHead,
     ResponseHead,
 )
@@ -223,9 +227,12 @@ class ConnectionAnalysis:
 
     @property
     def websocket(self) -> bool:
-        """True when the opening handshake succeeded (RFC 6455 §4.2.2: a 101 with
-        Upgrade: websocket), so frames follow."""
-        return self.handshake is not None and self.handshake.websocket
+        """True when the connection carries WebSocket frames: the opening handshake
+        succeeded (RFC 6455 §4.2.2: a 101 with Upgrade: websocket), or frames were
+        recognised without a captured handshake (``protocol == "websocket"``)."""
+        if self.handshake is not None and self.handshake.websocket:
+            return True
+        return self.protocol == "websocket"
 
 
 @dataclass(slots=True)
@@ -280,6 +287,11 @@ class _ConnectionSink:
         self.ws: list[FrameDecoder | None] = [None, None]
         self.asm: list[MessageAssembler | None] = [None, None]
         self.sub: SubprotocolDecoder | None = None
+        # Pings awaiting their Pong, per direction: (digest, packet), bounded.
+        self.pings: tuple[deque[tuple[bytes, int]], deque[tuple[bytes, int]]] = (
+            deque(maxlen=16),
+            deque(maxlen=16),
+        )
         self.transcript_chars = 0
         self.pending: list[RequestHead] = []  # requests awaiting a response
         self.upgrade_pending: RequestHead | None = None
@@ -608,8 +620,6 @@ class _ConnectionSink:
             self._http_events(C2S, parser.resume(), ts_ns, packet)
 
     def _start_websocket(self, hs: Handshake) -> None:
-        from .deflate import deflate_params  # RFC 7692 §7.1 (local: this method owns it)
-
         rsv_allowed = 0x4 if hs.deflate else 0
         self.sub = decoder_for(hs.subprotocol)
         for d in (C2S, S2C):
@@ -631,6 +641,20 @@ class _ConnectionSink:
                 deflate=deflate_params(hs, d),
             )
             last = self.a.responses[-1] if d == S2C else self.a.requests[-1]
+            if rest and d == C2S:
+                # Held while the Upgrade request awaited its response.
+                resp = self.a.responses[-1]
+                self.a.findings.append(
+                    catalogue.finding(
+                        "ws_client_data_before_101",
+                        f"expected=no client data before the 101 (packet {resp.packets[0]}), "
+                        f"found={len(rest)} bytes",
+                        packets=(last.packets[-1], resp.packets[0]),
+                        direction=C2S,
+                        offset=offset,
+                        ts_ns=resp.ts_ns,
+                    )
+                )
             if rest:
                 self._ws_events(d, dec.feed(rest, last.ts_ns, last.packets[-1]))
             if lost > 0:
@@ -666,9 +690,40 @@ class _ConnectionSink:
             if isinstance(out, Message):
                 if self.sub is not None:
                     out = self._decode_subprotocol(out)
+                if out.opcode == Opcode.PING or out.opcode == Opcode.PONG:
+                    self._ping_pong(out)
                 self.a.messages.append(out)
             else:
                 self.a.findings.append(out)
+
+    def _ping_pong(self, msg: Message) -> None:
+        """RFC 6455 §5.5.3: a Pong answering a Ping carries the Ping's application
+        data. A Pong with no Ping outstanding is an unsolicited heartbeat (allowed);
+        one answering may skip older Pings (only the latest must be answered)."""
+        mine = self.pings[msg.direction]
+        if msg.opcode == Opcode.PING:
+            mine.append((msg.digest, msg.last_packet))
+            return
+        waiting = self.pings[msg.direction.reverse]
+        if not waiting:
+            return
+        digests = [dg for dg, _ in waiting]
+        if msg.digest in digests:
+            for _ in range(digests.index(msg.digest) + 1):
+                waiting.popleft()
+            return
+        self.a.findings.append(
+            catalogue.finding(
+                "ws_pong_mismatch",
+                f"expected=the application data of the ping at packet {waiting[-1][1]}, "
+                f"found={msg.payload_len} bytes that match no outstanding ping",
+                packets=(waiting[-1][1], msg.last_packet),
+                direction=msg.direction,
+                offset=msg.offset,
+                ts_ns=msg.ts_ns,
+            )
+        )
+        waiting.clear()
 
     def _decode_subprotocol(self, msg: Message) -> Message:
         """Let the negotiated sub-protocol's decoder read the message, keep its
@@ -798,6 +853,8 @@ def analyze_capture(
     for a in analyses:
         # TCP-level findings belong to the connection; give every finding its id.
         a.findings[:0] = a.tcp.findings
+        if a.websocket:
+            a.findings.extend(close_findings(a))  # RFC 6455 §7: how this leg ended
         a.findings = [_located(f, a.id, role) for f in a.findings]
     listed = [a for a in analyses if a.http]
     findings = [replace(f, capture=role) for f in reader.findings]
