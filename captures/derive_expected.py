@@ -5,16 +5,21 @@
 
 Everything in expected.json is read back from the capture files by tshark (connections,
 request targets, statuses, per-direction message counts, header changes); the only
-"scenario knowledge" used is how to find the ground truth of the pairing: every client
-of the *-ok and *-server-reset scenarios sends a unique text token ("i-am-<name>") that
-the proxy forwards unchanged, and (all scenarios) the proxy (nginx, HAProxy, Apache)
-forwards the client's Sec-WebSocket-Key verbatim. Both are used and must agree.
+"scenario knowledge" used is how to find the ground truth of the pairing: the clients
+of most scenarios send a unique text token ("i-am-<name>") that the proxy forwards
+unchanged, and (all scenarios) the proxy (nginx, HAProxy, Apache) forwards the client's
+Sec-WebSocket-Key verbatim. Both are used and must agree. Per-message facts (fragments,
+sizes on the wire and decompressed, digests, Kubernetes channels) come from an own
+RFC 6455 / RFC 7692 decoding of the TCP payload tshark prints, checked against tshark's
+WebSocket dissector (frames by opcode, RSV1, decompressed text and binary payloads).
 
 The script also checks that each capture really shows what its scenario is meant to
 show (complete TCP handshakes on both legs, segments <= 1448 payload bytes, 101 in
 the *-ok scenarios, the refusal status, the idle-timeout close, the backend's RST,
-identical message counts on both legs) and exits 1 with an explanation if not, so a
-broken run never ships quietly. Needs tshark (Wireshark >= 3.6); reads run.log and the
+identical message counts on both legs, permessage-deflate on every data message and
+the effect of context takeover, the fragments and control frames between them, the
+k8s channels and exit code) and exits 1 with an explanation if not, so a broken run
+never ships quietly. Needs tshark (Wireshark >= 3.6); reads run.log and the
 proxy configuration (nginx.conf, haproxy.cfg or apache2.conf) written beside the pcaps by
 make_captures.sh for the software versions and the configuration shown in MANIFEST.md.
 """
@@ -22,10 +27,14 @@ make_captures.sh for the software versions and the configuration shown in MANIFE
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import re
+import struct
 import subprocess
 import sys
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -114,7 +123,113 @@ SCENARIOS: dict[str, dict] = {
                       {"text": 2, "binary": 0, "ping": 0, "pong": 0, "close": 0}),
         },
     },
+    "haproxy-idle-timeout": {
+        "title": "HAProxy timeout tunnel 3s closes an idle WebSocket",
+        "proxy": "haproxy",
+        "clients": {},
+        "connections": 1,
+        "status": 101,
+        "idle_timeout_s": 3.0,
+        "messages": {
+            None: ({"text": 1, "binary": 0, "ping": 0, "pong": 0, "close": 0},
+                   {"text": 1, "binary": 0, "ping": 0, "pong": 0, "close": 0}),
+        },
+    },
+    "apache-idle-timeout": {
+        "title": "Apache httpd Timeout 3 / ProxyTimeout 3 closes an idle WebSocket",
+        "proxy": "apache",
+        "clients": {},
+        "connections": 1,
+        "status": 101,
+        "idle_timeout_s": 3.0,
+        "messages": {
+            None: ({"text": 1, "binary": 0, "ping": 0, "pong": 0, "close": 0},
+                   {"text": 1, "binary": 0, "ping": 0, "pong": 0, "close": 0}),
+        },
+    },
+    "nginx-deflate": {
+        "title": "nginx passes permessage-deflate through (context takeover, 15-bit windows)",
+        "proxy": "nginx",
+        "clients": {"echo": "i-am-echo"},
+        "connections": 1,
+        "status": 101,
+        "detail": True,
+        "deflate": {"extensions": "permessage-deflate", "context_takeover": True},
+        "messages": {
+            "echo": ({"text": 7, "binary": 1, "ping": 1, "pong": 0, "close": 1},
+                     {"text": 8, "binary": 1, "ping": 0, "pong": 1, "close": 1}),
+        },
+    },
+    "nginx-deflate-no-context-takeover": {
+        "title": "nginx passes permessage-deflate through (no context takeover, client_max_window_bits=10)",
+        "proxy": "nginx",
+        "clients": {"echo": "i-am-echo"},
+        "connections": 1,
+        "status": 101,
+        "detail": True,
+        "deflate": {"extensions": "permessage-deflate; server_no_context_takeover; "
+                                  "client_no_context_takeover; client_max_window_bits=10",
+                    "context_takeover": False},
+        "messages": {
+            "echo": ({"text": 7, "binary": 1, "ping": 1, "pong": 0, "close": 1},
+                     {"text": 8, "binary": 1, "ping": 0, "pong": 1, "close": 1}),
+        },
+    },
+    "haproxy-fragmented": {
+        "title": "HAProxy: large and fragmented messages, pings between fragments",
+        "proxy": "haproxy",
+        "clients": {"golf": "i-am-golf"},
+        "connections": 1,
+        "status": 101,
+        "detail": True,
+        "fragmented": True,
+        "messages": {
+            "golf": ({"text": 5, "binary": 1, "ping": 2, "pong": 1, "close": 1},
+                     {"text": 6, "binary": 0, "ping": 1, "pong": 2, "close": 1}),
+        },
+    },
+    "nginx-many-clients": {
+        "title": "nginx: twelve concurrent clients on the same URL",
+        "proxy": "nginx",
+        "clients": {f"client-{i:02d}": f"i-am-client-{i:02d}" for i in range(1, 13)},
+        "connections": 12,
+        "status": 101,
+        "messages": {
+            f"client-{i:02d}": ({"text": 3, "binary": 1, "ping": 0, "pong": 0, "close": 1},
+                                {"text": 3, "binary": 1, "ping": 0, "pong": 0, "close": 1})
+            for i in range(1, 13)
+        },
+    },
+    "nginx-k8s-exec": {
+        "title": "nginx in front of a Kubernetes-exec-style server (v4.channel.k8s.io)",
+        "proxy": "nginx",
+        "clients": {},
+        "connections": 1,
+        "status": 101,
+        "detail": True,
+        "target": "/api/v1/namespaces/default/pods/web-0/exec?command=sh&stdin=true&stdout=true&stderr=true&tty=false",
+        "k8s": {"subprotocol": "v4.channel.k8s.io", "base64": False},
+        "messages": {
+            None: ({"text": 0, "binary": 4, "ping": 0, "pong": 0, "close": 1},
+                   {"text": 0, "binary": 4, "ping": 0, "pong": 0, "close": 1}),
+        },
+    },
+    "nginx-k8s-exec-base64": {
+        "title": "nginx in front of a Kubernetes-exec-style server (base64.channel.k8s.io)",
+        "proxy": "nginx",
+        "clients": {},
+        "connections": 1,
+        "status": 101,
+        "detail": True,
+        "target": "/api/v1/namespaces/default/pods/web-0/exec?command=sh&stdin=true&stdout=true&stderr=true&tty=false",
+        "k8s": {"subprotocol": "base64.channel.k8s.io", "base64": True},
+        "messages": {
+            None: ({"text": 4, "binary": 0, "ping": 0, "pong": 0, "close": 1},
+                   {"text": 4, "binary": 0, "ping": 0, "pong": 0, "close": 1}),
+        },
+    },
 }
+K8S_CHANNEL_NAMES = {0: "stdin", 1: "stdout", 2: "stderr", 3: "status", 4: "resize", 255: "close"}
 
 
 class Failure(Exception):
@@ -180,7 +295,7 @@ def read_capture(pcap: Path) -> dict:
                 "stream": sid, "src": src, "dst": dst, "syn_seen": False,
                 "first_ts": ts, "last_ts": ts, "packets": 0,
                 "payload_bytes": {d: 0 for d in DIRS}, "max_segment_payload": 0,
-                "fin": {}, "rst": {}, "last_payload_ts": None,
+                "fin": {}, "rst": {}, "last_payload_ts": None, "payload_ts": [],
                 "segments": {d: {} for d in DIRS},
             }
         if syn and not ack:
@@ -192,6 +307,7 @@ def read_capture(pcap: Path) -> dict:
         c["max_segment_payload"] = max(c["max_segment_payload"], plen)
         if plen:
             c["last_payload_ts"] = ts
+            c["payload_ts"].append(ts)
             payload = bytes.fromhex(one(p, "tcp.payload", "").replace(":", ""))
             c["segments"][d].setdefault(int(one(p, "tcp.seq")), payload)  # first copy wins
         if fin and d not in c["fin"]:
@@ -215,16 +331,26 @@ def read_capture(pcap: Path) -> dict:
             "version": one(r, "http.response.version"),
             "headers": parse_header_lines(r.get("http.response.line", [])),
         })
-    for r in tshark_json(pcap, ["tcp.stream", "ip.src", "tcp.srcport", "websocket.opcode",
+    for r in tshark_json(pcap, ["tcp.stream", "ip.src", "tcp.srcport", "frame.time_epoch",
+                                "websocket.opcode", "websocket.fin", "websocket.rsv",
                                 "websocket.payload.text", "websocket.payload.close.status_code",
-                                "websocket.payload.close.reason"], "websocket"):
+                                "websocket.payload.close.reason", "data.data"], "websocket"):
         c = conns[int(one(r, "tcp.stream"))]
         src = f"{one(r, 'ip.src')}:{one(r, 'tcp.srcport')}"
         d = "client_to_server" if src == c["src"] else "server_to_client"
-        ws = c.setdefault("ws", {x: {"frames": defaultdict(int), "texts": [], "close": []} for x in DIRS})
+        ws = c.setdefault("ws", {x: {"frames": defaultdict(int), "texts": [], "close": [],
+                                     "rsv1": 0, "binaries": [], "close_ts": []} for x in DIRS})
+        ts = float(one(r, "frame.time_epoch"))
         for op in r.get("websocket.opcode", []):
             ws[d]["frames"][OPCODES.get(int(op), f"opcode{op}")] += 1
+            if int(op) == 8:
+                ws[d]["close_ts"].append(ts)
+        # websocket.rsv: the 3 RSV bits (0x4 = RSV1, "Per-Message Compressed")
+        ws[d]["rsv1"] += sum(1 for v in r.get("websocket.rsv", []) if int(v, 16) & 0x4)
+        # with permessage-deflate negotiated, tshark (Wireshark >= 3.x) decompresses: the
+        # text is the decompressed text, data.data the decompressed binary payload
         ws[d]["texts"] += r.get("websocket.payload.text", [])
+        ws[d]["binaries"] += [bytes.fromhex(h.replace(":", "")) for h in r.get("data.data", [])]
         for code in r.get("websocket.payload.close.status_code", []):
             ws[d]["close"].append(int(code))
         ws[d]["close_reasons"] = ws[d].get("close_reasons", []) + r.get("websocket.payload.close.reason", [])
@@ -262,7 +388,193 @@ def header(headers: list[tuple[str, str]], name: str) -> str | None:
     return ", ".join(vals) if vals else None
 
 
-def connection_json(c: dict) -> dict:
+# ----------------------------------------------------------------------------- own decoding
+# An independent RFC 6455 / RFC 7692 decoding of the reassembled TCP bytes that tshark
+# printed (tcp.payload), checked against tshark's own WebSocket dissector (frame counts by
+# opcode, RSV1, decompressed text and binary payloads) so that the per-message facts of
+# expected.json (lengths, digests, k8s channels) rest on two readings.
+PREVIEW_BYTES = 256  # wsanalyze's message preview: the first 256 payload bytes
+
+
+def ws_frames(data: bytes) -> list[dict]:
+    """The complete WebSocket frames of one direction (bytes after the HTTP head)."""
+    frames, pos = [], 0
+    while pos + 2 <= len(data):
+        b0, b1 = data[pos], data[pos + 1]
+        n, p = b1 & 0x7F, pos + 2
+        if n == 126:
+            (n,) = struct.unpack_from("!H", data, p)
+            p += 2
+        elif n == 127:
+            (n,) = struct.unpack_from("!Q", data, p)
+            p += 8
+        key = data[p:p + 4] if b1 & 0x80 else None
+        if key is not None:
+            p += 4
+        payload = data[p:p + n]
+        if len(payload) < n:
+            break  # cut by the end of the capture
+        if key is not None and n:
+            mask = int.from_bytes((key * (n // 4 + 1))[:n], "big")
+            payload = (int.from_bytes(payload, "big") ^ mask).to_bytes(n, "big")
+        frames.append({"fin": bool(b0 & 0x80), "rsv1": bool(b0 & 0x40), "opcode": b0 & 0x0F,
+                       "masked": key is not None, "length": n, "payload": payload})
+        pos = p + n
+    return frames
+
+
+def deflate_params(extensions: str | None) -> dict | None:
+    """permessage-deflate parameters the server accepted (RFC 7692 §7.1), or None."""
+    if not extensions:
+        return None
+    for ext in extensions.split(","):
+        parts = [x.strip() for x in ext.split(";")]
+        if parts[0] != "permessage-deflate":
+            continue
+        params = dict((kv.split("=", 1) + [""])[:2] for kv in parts[1:] if kv)
+        bits = {k: int(params[k].strip('"')) if params.get(k) else 15
+                for k in ("client_max_window_bits", "server_max_window_bits")}
+        return {
+            "client_to_server": {"context_takeover": "client_no_context_takeover" not in params,
+                                 "window_bits": bits["client_max_window_bits"]},
+            "server_to_client": {"context_takeover": "server_no_context_takeover" not in params,
+                                 "window_bits": bits["server_max_window_bits"]},
+        }
+    return None
+
+
+class Inflater:
+    """RFC 7692 §7.2.2 decompression of one direction's messages."""
+
+    def __init__(self, window_bits: int, context_takeover: bool) -> None:
+        self.bits, self.takeover = window_bits, context_takeover
+        self.z = zlib.decompressobj(wbits=-window_bits)
+        self.window = b""
+
+    def message(self, data: bytes) -> bytes:
+        if not self.takeover or self.z.eof:
+            # no context takeover: every message starts from an empty window; a BFINAL
+            # block ended the stream: go on with the last window as dictionary
+            zdict = self.window if self.takeover else b""
+            self.z = (zlib.decompressobj(wbits=-self.bits, zdict=zdict) if zdict
+                      else zlib.decompressobj(wbits=-self.bits))
+        out = self.z.decompress(data + b"\x00\x00\xff\xff")
+        self.window = (self.window + out)[-(1 << self.bits):]
+        return out
+
+
+def ws_messages(frames: list[dict], inflater: Inflater | None) -> list[dict]:
+    """Messages in stream order (RFC 6455 §5.4): a control frame is a message of its own
+    where it stands (also between the fragments of a data message), a data message is
+    emitted at its final fragment; compressed payloads (RSV1 on the first frame) are
+    decompressed."""
+    out: list[dict] = []
+    cur: dict | None = None
+    for f in frames:
+        op = f["opcode"]
+        if op >= 8:
+            out.append({"opcode": OPCODES.get(op, f"opcode{op}"), "frames": 1, "compressed": False,
+                        "wire_bytes": f["length"], "payload": f["payload"], "fin": [f["fin"]],
+                        "frame_bytes": [f["length"]], "controls_inside": 0})
+            if cur is not None:
+                cur["controls_inside"] += 1
+            continue
+        if op in (1, 2):
+            cur = {"opcode": OPCODES[op], "frames": 0, "compressed": f["rsv1"], "wire_bytes": 0,
+                   "parts": [], "fin": [], "frame_bytes": [], "controls_inside": 0}
+        if cur is None:
+            continue  # a continuation without a start: not in these captures
+        cur["frames"] += 1
+        cur["wire_bytes"] += f["length"]
+        cur["parts"].append(f["payload"])
+        cur["fin"].append(f["fin"])
+        cur["frame_bytes"].append(f["length"])
+        if f["fin"]:
+            wire = b"".join(cur.pop("parts"))
+            if cur["compressed"]:
+                check(inflater is not None, "RSV1 set without permessage-deflate")
+                cur["payload"] = inflater.message(wire)
+            else:
+                cur["payload"] = wire
+            out.append(cur)
+            cur = None
+    return out
+
+
+def preview(opcode: str, payload: bytes) -> str:
+    """wsanalyze's preview column: text as UTF-8 (replacement characters), a close
+    frame's reason (the bytes after its 2-byte code), the others as hex of the
+    first 64 bytes (of the first 256)."""
+    head = payload[:PREVIEW_BYTES]
+    if opcode == "close":
+        return head[2:].decode("utf-8", "replace")
+    return head.decode("utf-8", "replace") if opcode == "text" else head[:64].hex()
+
+
+def message_json(m: dict, k8s: dict | None) -> dict:
+    out = {
+        "opcode": m["opcode"],
+        "frames": m["frames"],
+        "frame_payload_bytes": m["frame_bytes"],
+        "controls_between_fragments": m["controls_inside"],
+        "compressed": m["compressed"],
+        "wire_bytes": m["wire_bytes"],
+        "payload_bytes": len(m["payload"]),
+        # BLAKE2b-128 of the (decompressed) payload: wsanalyze's message digest
+        "digest": hashlib.blake2b(m["payload"], digest_size=16).hexdigest(),
+        "sha256": hashlib.sha256(m["payload"]).hexdigest(),
+        "preview": preview(m["opcode"], m["payload"]),
+    }
+    if k8s is not None and m["opcode"] in ("text", "binary"):
+        ch, data = k8s_split(m["payload"], k8s["base64"])
+        out["channel"] = ch
+        out["kind"] = K8S_CHANNEL_NAMES.get(ch)
+        out["channel_data"] = data.decode("utf-8", "replace")
+    return out
+
+
+def k8s_split(payload: bytes, b64: bool) -> tuple[int, bytes]:
+    """A *.channel.k8s.io message: channel byte (or digit) and data (base64-decoded)."""
+    if b64:
+        return int(chr(payload[0])), base64.b64decode(payload[1:])
+    return payload[0], payload[1:]
+
+
+def exit_code_of(status: str) -> int | None:
+    """The exit code in a channel-3 status: metav1.Status JSON (v4: the ExitCode cause,
+    0 for "Success") or the v1-v3 error text ("... exit code N")."""
+    try:
+        doc = json.loads(status)
+    except ValueError:
+        m = re.search(r"exit code (\d+)", status)
+        return int(m.group(1)) if m else None
+    if doc.get("status") == "Success":
+        return 0
+    for cause in doc.get("details", {}).get("causes", []):
+        if cause.get("reason") == "ExitCode":
+            return int(cause["message"])
+    return None
+
+
+def decode_connection(c: dict) -> None:
+    """Own frames and messages of one connection (c["own"]), per direction."""
+    resp = (c.get("responses") or [None])[0]
+    c["own"] = None
+    if not (resp and resp["status"] == 101):
+        return
+    params = deflate_params(header(resp["headers"], "Sec-WebSocket-Extensions"))
+    own = {}
+    for d in DIRS:
+        data = after_head(c["stream_bytes"][d])
+        check(data is not None, f"{c['src']}: hole in the {d} stream")
+        frames = ws_frames(data)
+        inflater = Inflater(**params[d]) if params else None
+        own[d] = {"frames": frames, "messages": ws_messages(frames, inflater)}
+    c["own"] = own
+
+
+def connection_json(c: dict, spec: dict | None = None) -> dict:
+    spec = spec or {}
     req = (c.get("requests") or [None])[0]
     resp = (c.get("responses") or [None])[0]
     ws = c.get("ws")
@@ -274,6 +586,23 @@ def connection_json(c: dict) -> dict:
     first_fin = None
     if c["fin"]:
         first_fin = min(c["fin"], key=c["fin"].get)
+    who = {"client_to_server": "client", "server_to_client": "server"}
+    # close events: every close frame, the first FIN and the first RST each way
+    events = []
+    for d in DIRS:
+        for t, code in zip((ws[d]["close_ts"] if ws else []), (ws[d]["close"] if ws else []), strict=True):
+            events.append((t, "close", who[d], code))
+        if d in c["fin"]:
+            events.append((c["fin"][d], "fin", who[d], None))
+        if d in c["rst"]:
+            events.append((c["rst"][d], "rst", who[d], None))
+    events.sort(key=lambda e: (e[0], {"close": 0, "fin": 1, "rst": 2}[e[1]]))
+    ends = [e for e in events if e[1] in ("fin", "rst")]
+    first_end = ends[0] if ends else None
+    idle_before_end = None
+    if first_end:
+        before = [t for t in c["payload_ts"] if t <= first_end[0]]
+        idle_before_end = round(first_end[0] - before[-1], 3) if before else None
     out = {
         "src": c["src"],
         "dst": c["dst"],
@@ -299,8 +628,47 @@ def connection_json(c: dict) -> dict:
                 round(c["fin"][first_fin] - c["last_payload_ts"], 3)
                 if first_fin and c["last_payload_ts"] else None
             ),
+            # the first FIN or RST (whichever came first) and the silence before it
+            "first_end": ({"kind": first_end[1], "from": first_end[2]} if first_end else None),
+            "idle_before_end_s": idle_before_end,
+        },
+        # close frames (with their code), the first FIN and first RST each way, in time
+        # order; "t_s" = seconds since the connection's first packet in this capture
+        "close_events": [
+            {"kind": k, "from": w, "code": code, "t_s": round(t - c["first_ts"], 6)}
+            for t, k, w, code in events
+        ],
+        # frames by opcode (a fragmented message: its first frame counts as text/binary,
+        # the others as continuation), and frames with RSV1 set, as tshark dissects them
+        "frames": {d: {k: (ws[d]["frames"].get(k, 0) if ws else 0)
+                       for k in ("text", "binary", "continuation", "ping", "pong", "close")}
+                   for d in DIRS},
+        "rsv1_frames": {d: (ws[d]["rsv1"] if ws else 0) for d in DIRS},
+        "extensions": header(resp["headers"], "Sec-WebSocket-Extensions") if resp else None,
+        "compressed_messages": {
+            d: (sum(1 for m in c["own"][d]["messages"] if m["compressed"]) if c.get("own") else 0)
+            for d in DIRS
         },
     }
+    own = c.get("own")
+    if own and spec.get("detail"):
+        k8s = spec.get("k8s")
+        out["message_list"] = {d: [message_json(m, k8s) for m in own[d]["messages"]] for d in DIRS}
+    if own and spec.get("k8s"):
+        k8s = spec["k8s"]
+        chans: dict[str, dict[str, int]] = {}
+        status = None
+        for d in DIRS:
+            counts: dict[str, int] = defaultdict(int)
+            for m in own[d]["messages"]:
+                if m["opcode"] in ("text", "binary"):
+                    ch, data = k8s_split(m["payload"], k8s["base64"])
+                    counts[str(ch)] += 1
+                    if ch == 3:
+                        status = data.decode()
+            chans[d] = dict(sorted(counts.items()))
+        out["k8s"] = {"channels": chans, "status": status,
+                      "exit_code": exit_code_of(status) if status is not None else None}
     return out
 
 
@@ -331,6 +699,34 @@ def response_changes(server_side: list[tuple[str, str]], client_side: list[tuple
         out.append({"name": ch["name"], "change": ch["change"],
                     "client_value": ch["server_value"], "server_value": ch["client_value"]})
     return out
+
+
+def crosscheck_tshark(where: str, c: dict) -> None:
+    """Our own decoding of a connection agrees with tshark's WebSocket dissector."""
+    own, ws = c.get("own"), c.get("ws")
+    if own is None:
+        check(ws is None, f"{where}: tshark decodes WebSocket on a connection without a 101")
+        return
+    for d in DIRS:
+        frames = own[d]["frames"]
+        mine: dict[str, int] = defaultdict(int)
+        for f in frames:
+            mine[OPCODES.get(f["opcode"], f"opcode{f['opcode']}")] += 1
+        theirs = {k: v for k, v in (ws[d]["frames"] if ws else {}).items() if v}
+        check(dict(mine) == theirs, f"{where} {c['src']} {d}: frames {dict(mine)} but tshark {theirs}")
+        rsv1 = sum(1 for f in frames if f["rsv1"])
+        check(rsv1 == (ws[d]["rsv1"] if ws else 0),
+              f"{where} {c['src']} {d}: {rsv1} RSV1 frames but tshark {ws[d]['rsv1'] if ws else 0}")
+        # tshark prints the (decompressed) text of every unfragmented text message and
+        # gives the (decompressed) payload of every unfragmented binary message to its
+        # data dissector (data.data); fragmented ones it reassembles without printing
+        msgs = own[d]["messages"]
+        texts = [m["payload"].decode("utf-8") for m in msgs if m["opcode"] == "text" and m["frames"] == 1]
+        check(texts == (ws[d]["texts"] if ws else []),
+              f"{where} {c['src']} {d}: our text payloads differ from tshark's")
+        binaries = [m["payload"] for m in msgs if m["opcode"] == "binary" and m["frames"] == 1]
+        check(binaries == (ws[d]["binaries"] if ws else []),
+              f"{where} {c['src']} {d}: our binary payloads differ from tshark's")
 
 
 # ----------------------------------------------------------------------------- pairing
@@ -420,8 +816,12 @@ def verify(name: str, spec: dict, cap: dict[str, dict], conns: dict[str, list[di
             check(c["status"] == spec["status"],
                   f"{name}/{side}: {c['src']} status {c['status']}, expected {spec['status']}")
             check(c["websocket"] == (spec["status"] == 101), f"{name}/{side}: websocket flag wrong")
-            check(c["request_target"] == "/ws", f"{name}/{side}: target {c['request_target']}")
-            check(sum(c["continuation_frames"].values()) == 0, f"{name}/{side}: unexpected fragmentation")
+            target = spec.get("target", "/ws")
+            check(c["request_target"] == target, f"{name}/{side}: target {c['request_target']}")
+            if not spec.get("fragmented"):
+                check(sum(c["continuation_frames"].values()) == 0, f"{name}/{side}: unexpected fragmentation")
+            if "deflate" not in spec:
+                check(sum(c["rsv1_frames"].values()) == 0, f"{name}/{side}: unexpected RSV1")
             if side == "client":
                 check(c["src"].startswith("192.0.2.10:") and c["dst"] == "192.0.2.1:80",
                       f"{name}/client: unexpected endpoints {c['src']} -> {c['dst']}")
@@ -458,12 +858,68 @@ def verify(name: str, spec: dict, cap: dict[str, dict], conns: dict[str, list[di
     if "idle_timeout_s" in spec:
         for side in ("client", "server"):
             for c in conns[side]:
-                idle = c["tcp"]["idle_before_first_fin_s"]
-                want_from = "server" if side == "client" else "client"  # nginx closes both legs
-                check(c["tcp"]["first_fin_from"] == want_from,
-                      f"{name}/{side}: first FIN from {c['tcp']['first_fin_from']}, expected {want_from} (nginx)")
+                # the proxy ends both legs itself (with a FIN or a RST), after the timeout
+                idle = c["tcp"]["idle_before_end_s"]
+                want_from = "server" if side == "client" else "client"
+                end = c["tcp"]["first_end"]
+                check(end is not None and end["from"] == want_from,
+                      f"{name}/{side}: first FIN/RST {end}, expected one from the proxy ({want_from})")
                 check(idle is not None and abs(idle - spec["idle_timeout_s"]) < 0.5,
-                      f"{name}/{side}: idle before FIN {idle} s, expected ~{spec['idle_timeout_s']} s")
+                      f"{name}/{side}: idle before the proxy's FIN/RST {idle} s, expected ~{spec['idle_timeout_s']} s")
+                check(not any(c["close_codes"].values()), f"{name}/{side}: close frame in an idle timeout")
+    if "deflate" in spec:
+        want = spec["deflate"]
+        for side in ("client", "server"):
+            for c in conns[side]:
+                check(c["extensions"] == want["extensions"],
+                      f"{name}/{side}: Sec-WebSocket-Extensions {c['extensions']!r}")
+                for d in DIRS:
+                    data = sum(c["messages"][d][k] for k in ("text", "binary"))
+                    check(c["compressed_messages"][d] == data > 0,
+                          f"{name}/{side}: {c['compressed_messages'][d]} of {data} {d} messages compressed")
+                    check(c["rsv1_frames"][d] == data, f"{name}/{side}: RSV1 on {c['rsv1_frames'][d]} frames")
+                    # the log text sent twice: the 3rd and 4th text message each way
+                    texts = [m for m in c["message_list"][d] if m["opcode"] == "text"]
+                    a, b = texts[2], texts[3]
+                    check(a["sha256"] == b["sha256"], f"{name}/{side}: log text copies differ")
+                    if want["context_takeover"]:
+                        check(b["wire_bytes"] * 2 < a["wire_bytes"],
+                              f"{name}/{side} {d}: with context takeover the second copy is "
+                              f"{b['wire_bytes']} bytes, the first {a['wire_bytes']}")
+                    else:
+                        check(b["wire_bytes"] == a["wire_bytes"],
+                              f"{name}/{side} {d}: without context takeover both copies should "
+                              f"compress alike ({a['wire_bytes']} / {b['wire_bytes']})")
+        for p in pairs:
+            cc, sc = by_src["client"][p["client"]], by_src["server"][p["server"]]
+            for d in DIRS:
+                check([m["digest"] for m in cc["message_list"][d]] == [m["digest"] for m in sc["message_list"][d]],
+                      f"{name}: decompressed payloads differ between the legs ({d})")
+    if spec.get("fragmented"):
+        for side in ("client", "server"):
+            for c in conns[side]:
+                c2s, s2c = c["message_list"]["client_to_server"], c["message_list"]["server_to_client"]
+                frag = [m for m in c2s if m["frames"] > 1]
+                check([(m["opcode"], m["frame_payload_bytes"], m["controls_between_fragments"]) for m in frag]
+                      == [("binary", [65536, 65536, 16384, 0], 2)],
+                      f"{name}/{side}: client fragmented messages {frag}")
+                check(any(m["opcode"] == "text" and m["frames"] == 1 and m["payload_bytes"] == 80000
+                          for m in c2s), f"{name}/{side}: no 80000-byte single-frame text")
+                frag = [m for m in s2c if m["frames"] > 1]
+                check([(m["opcode"], m["frame_payload_bytes"], m["controls_between_fragments"]) for m in frag]
+                      == [("text", [512, 512, 512, 512, 0], 1)],
+                      f"{name}/{side}: server fragmented messages {frag}")
+    if "k8s" in spec:
+        for side in ("client", "server"):
+            for c in conns[side]:
+                check(c["subprotocol"] == spec["k8s"]["subprotocol"], f"{name}/{side}: sub-protocol {c['subprotocol']}")
+                check(c["k8s"]["channels"] == {"client_to_server": {"0": 3, "4": 1},
+                                               "server_to_client": {"1": 2, "2": 1, "3": 1}},
+                      f"{name}/{side}: k8s channels {c['k8s']['channels']}")
+                check(c["k8s"]["exit_code"] == 2, f"{name}/{side}: exit code {c['k8s']['exit_code']}")
+                first_close = next((e for e in c["close_events"] if e["kind"] == "close"), None)
+                check(first_close == {**(first_close or {}), "kind": "close", "from": "server", "code": 1000},
+                      f"{name}/{side}: first close {first_close}, expected the server's 1000")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -570,11 +1026,114 @@ aborted during the data phase; see `run.log`) and ends the client leg with a pla
 FIN. The `websockets` client sees `ConnectionClosedError` with no close frame received or
 sent (close code 1006). The server leg has no FIN at all: its only end is the server's RST.
 """,
+    "haproxy-idle-timeout": """\
+The `haproxy-ok` configuration with `timeout tunnel 3s` (after the 101 HAProxy switches the
+session to tunnel mode, where only `timeout tunnel` applies). One client sends `hello`, gets
+the echo, then stays silent (no keepalive pings on either end). After 3 s HAProxy ends the
+session: a **FIN** to the client and, a few milliseconds or less later (the note below has
+the gap of this run), a **RST** (no FIN at all) to the backend: HAProxy aborts its
+server-side connection. No WebSocket close frame on either leg
+(the client gets `ConnectionClosedError`, the server records 1006). HAProxy's log line has
+the termination flags `cD--` (a *client*-side timeout during the data phase, although it is
+the tunnel timeout; see `run.log`). Unlike nginx and Apache, which end both legs with FINs,
+the server leg's only end is the proxy's RST.
+""",
+    "apache-idle-timeout": """\
+The `apache-ok` configuration plus `ProxyTimeout 3` **and** `Timeout 3`. Measured with this
+Apache: `ProxyTimeout 3` alone does **not** close an idle WebSocket (the client was still
+connected after 5 s): the tunnel of an upgraded connection (mod_proxy_http performs it, as
+`ProxyWebsocketFallbackToProxyHttp` is On by default) waits for the longer of the client-side
+`Timeout` (default 60 s) and the backend timeout. `Timeout 3` alone is enough (ProxyTimeout
+defaults to it); `ProxyWebsocketIdleTimeout` does not exist in this build (`apache2 -t`:
+"Invalid command"). One client sends `hello`, gets the echo, then stays silent. After 3 s
+Apache closes both legs with a **FIN**, the server leg first, the client leg less than a
+millisecond later (see the note below); no close frame on either leg (1006 at both ends); nothing in the error log at
+`LogLevel info`.
+""",
+    "nginx-deflate": """\
+The `nginx-ok` location (nginx forwards `Sec-WebSocket-Extensions` like any end-to-end header
+and never touches the frames). Server (`ws_server.py --compression deflate`) and client both
+use websockets' permessage-deflate with the RFC 7692 defaults: the client offers
+`permessage-deflate; client_max_window_bits`, the server accepts with a bare
+`permessage-deflate` (context takeover both ways, 15-bit windows, zlib's default memLevel).
+One client (`echo`) sends, each echoed: `hello`, `i-am-echo` (the pairing token), a
+2600-byte repetitive log text, **the same text again**, `push` (echo + JSON), a 20000-byte
+repetitive text, a 4096-byte repetitive binary message, a ping, `bye`, close 1000.
+websockets compresses **every** data message (RSV1 on all of them, none on control frames),
+even `hello` (5 bytes -> 7 on the wire). Context takeover is visible: the first copy of the
+log text is 227 bytes on the wire, the second 33 (back-references into the previous
+message); the 20000-byte text is 88 bytes, the binary message 50. The compressed bytes are
+identical on both legs, so the decompressed payloads are too.
+""",
+    "nginx-deflate-no-context-takeover": """\
+Like `nginx-deflate`, but the client offers `permessage-deflate; server_no_context_takeover;
+client_no_context_takeover; client_max_window_bits=10` and the server
+(`--compression deflate-no-context-takeover`) accepts all of it. Every message is
+compressed on its own: both copies of the 2600-byte log text are 223 bytes on the wire
+client->server (10-bit window) and 228 bytes server->client (15-bit window), where
+`nginx-deflate` has 227 then 33. A decompressor that wrongly kept the context would still
+succeed here; one that wrongly reset it fails on `nginx-deflate`.
+""",
+    "haproxy-fragmented": """\
+Large and fragmented messages through the `haproxy-ok` configuration. The brief asked for a
+1 MiB binary message and a 200 KB text; both legs of a 1 MiB message cannot fit the 300 KB
+budget of a committed pcap, so the sizes are scaled down and the server (`ws_server.py
+--summarize-over 4096`) answers a large message with a short summary text (`got binary
+len=147456 sha256=...`, checked by the client) instead of echoing it: only the
+client->server direction carries the large payloads. The client (`golf`) sends `hello`,
+`i-am-golf`, then a **147456-byte binary message fragmented** by websockets
+(`send(async iterator)`) into frames of 65536 (64-bit length: 65536 > 65535), 65536 and
+16384 bytes **plus an empty final continuation frame with FIN** (websockets always ends an
+iterator-sent message that way: 4 frames, 3 continuations), with a **ping between the 1st
+and 2nd and between the 2nd and 3rd fragment** (each pong awaited before the next fragment:
+control frames inside a fragmented message, RFC 6455 §5.4), then an **80000-byte text in one
+frame** (64-bit length), then `frag-reply`: the server answers with a text message of four
+512-byte fragments plus the empty final one (5 frames) and sends a ping (`srv-ping`) between
+the 2nd and 3rd fragment, answered by the client. Then `bye`, close 1000. HAProxy forwards
+the frames byte for byte.
+""",
+    "nginx-many-clients": """\
+Twelve `websockets` clients (`client-01` .. `client-12`) connect **at the same time** to
+`ws://192.0.2.1/ws` through the `nginx-ok` location. Each sends, waiting for each echo:
+`hello` (identical for all), `i-am-client-NN` (unique: the ground truth of the pairing),
+`same-for-all` (identical), an identical binary message, then close 1000
+(`client-NN done`). Only the token, the Sec-WebSocket-Key and timing tell the twelve pairs
+apart.
+""",
+    "nginx-k8s-exec": """\
+A `kubectl exec`-style session through nginx (`location /api/`) to
+`captures/k8s_exec_server.py`, a small stand-in for the kubelet's exec endpoint at
+`/api/v1/namespaces/default/pods/web-0/exec?command=sh&stdin=true&stdout=true&stderr=true&tty=false`.
+The client offers `v5.channel.k8s.io, v4.channel.k8s.io, channel.k8s.io` (as kubectl >= 1.30
+does); the server, like an API server before v5, selects **`v4.channel.k8s.io`**. Every
+message is binary, its first byte the channel. Right after the 101 the server sends an
+**empty stdout message** (`01`: the kubelet's "streams ready"); the client sends stdin
+`echo hello\\n` (-> stdout `hello\\n`), stdin `ls /nonexistent\\n` (-> stderr
+`ls: cannot access '/nonexistent': No such file or directory\\n`), a resize
+`{"Width":80,"Height":24}` on channel 4 (not answered), stdin `exit 2\\n`; the server then
+writes the `metav1.Status` JSON on channel 3 (`"status":"Failure"`, `"reason":"NonZeroExitCode"`,
+cause `ExitCode` = `2`) and **closes with 1000**; the client echoes the close.
+""",
+    "nginx-k8s-exec-base64": """\
+The same session with `base64.channel.k8s.io`: the client offers only that, every message is
+**text**, its first character the channel digit and the rest the data in base64 (stdin
+`echo hello\\n` is `0ZWNobyBoZWxsbwo=`; the "streams ready" message is just `1`). This is
+the v1 channel protocol, so, like the kubelet, the server writes on channel 3 not the
+`metav1.Status` JSON but only its error text: `command terminated with non-zero exit code:
+error executing command [sh], exit code 2` (the exit code has to be read from the text).
+""",
 }
 
 
-def fmt_counts(m: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in m.items() if v) or "none"
+def fmt_counts(m: dict, c: dict | None = None, d: str | None = None) -> str:
+    """Messages by opcode; continuation frames and compressed messages when there are."""
+    out = ", ".join(f"{k} {v}" for k, v in m.items() if v) or "none"
+    if c is not None:
+        if c["continuation_frames"][d]:
+            out += f" (+{c['continuation_frames'][d]} continuation frames)"
+        if c["compressed_messages"][d]:
+            out += f"; {c['compressed_messages'][d]} compressed"
+    return out
 
 
 def manifest(expected: dict, root: Path) -> str:
@@ -605,7 +1164,9 @@ def manifest(expected: dict, root: Path) -> str:
         out.append(f"- {k}: `{v}`")
     out.append("")
     out.append("Server: `captures/ws_server.py` (websockets asyncio server, echo, `push` -> JSON, "
-               "sub-protocol `chat` if offered, `compression=None`, no keepalive pings). Client: "
+               "sub-protocol `chat` if offered, `compression=None` unless the scenario says "
+               "otherwise, no keepalive pings); the `nginx-k8s-exec*` scenarios use "
+               "`captures/k8s_exec_server.py` (a Kubernetes-exec-style channel server). Client: "
                "`captures/ws_client.py`. Each proxy runs in the foreground in `wsa-proxy` with its "
                "own configuration, pid and log files in a scratch directory (never as a system "
                "service). Logs of the run (client, server, proxy access and error logs, tcpdump "
@@ -631,19 +1192,22 @@ def manifest(expected: dict, root: Path) -> str:
             out.append(f"**{capinfo['file']}** ({capinfo['bytes']} bytes, {capinfo['packets']} packets, "
                        f"largest TCP payload {capinfo['max_segment_payload']} bytes):")
             out.append("")
-            out.append("| connection | HTTP | status | WebSocket | client -> server | server -> client | close codes c->s / s->c | first FIN |")
+            out.append("| connection | HTTP | status | WebSocket | client -> server | server -> client | close codes c->s / s->c | first FIN / RST |")
             out.append("|---|---|---|---|---|---|---|---|")
             for c in capinfo["connections"]:
+                end, idle = c["tcp"]["first_end"], c["tcp"]["idle_before_end_s"]
+                others = [w for w in c["tcp"]["rst_from"] if not (end and end["kind"] == "rst" and end["from"] == w)]
                 out.append(
                     f"| {c['src']} -> {c['dst']} | GET {c['request_target']} {c['request_version']} | "
                     f"{c['status']} {c['reason'] or ''} | {'yes' if c['websocket'] else 'no'}"
-                    f"{' (' + c['subprotocol'] + ')' if c['subprotocol'] else ''} | "
-                    f"{fmt_counts(c['messages']['client_to_server'])} | "
-                    f"{fmt_counts(c['messages']['server_to_client'])} | "
+                    f"{' (' + c['subprotocol'] + ')' if c['subprotocol'] else ''}"
+                    f"{'; ' + c['extensions'] if c.get('extensions') else ''} | "
+                    f"{fmt_counts(c['messages']['client_to_server'], c, 'client_to_server')} | "
+                    f"{fmt_counts(c['messages']['server_to_client'], c, 'server_to_client')} | "
                     f"{c['close_codes']['client_to_server'] or '-'} / {c['close_codes']['server_to_client'] or '-'} | "
-                    f"{c['tcp']['first_fin_from'] or '-'}"
-                    f"{' after {:.3f} s idle'.format(c['tcp']['idle_before_first_fin_s']) if c['tcp']['idle_before_first_fin_s'] is not None and c['tcp']['idle_before_first_fin_s'] > 1 else ''}"
-                    f"{''.join(f'; RST from {w}' for w in c['tcp']['rst_from'])} |")
+                    f"{(end['kind'].upper() + ' from ' + end['from']) if end else '-'}"
+                    f"{f' after {idle:.3f} s idle' if idle is not None and idle > 1 else ''}"
+                    f"{''.join(f'; RST from {w}' for w in others)} |")
             out.append("")
         out.append("**What the analysis must find**")
         out.append("")
@@ -689,12 +1253,21 @@ def manifest(expected: dict, root: Path) -> str:
             out.append(f"- {note}")
         if sc.get("notes"):
             out.append("")
+        out.append("**Must find** (`must_find` in expected.json: each fact in words and as values to "
+                   "check mechanically):")
+        out.append("")
+        for f in sc.get("must_find", []):
+            values = {k: v for k, v in f.items() if k not in ("fact", "text")}
+            out.append(f"- `{f['fact']}`: {f['text']}.  ")
+            out.append(f"  `{json.dumps(values, separators=(', ', ': '))}`")
+        out.append("")
     out.append("## expected.json")
     out.append("")
     out.append("Per scenario: `captures.client|server.connections[]` with `src`, `dst` (ip:port; `src` is "
                "the side that sent the SYN), `websocket`, `request_target`, `request_version`, "
                "`status`, `messages.{client_to_server,server_to_client}.{text,binary,ping,pong,close}` "
-               "(WebSocket frames by opcode as tshark decodes them; no fragmentation occurs), "
+               "(messages by opcode: WebSocket frames by opcode as tshark decodes them, continuation "
+               "frames not counted; `continuation_frames` counts those), "
                "`close_codes`, `tcp` (SYN seen, packets, payload bytes, largest segment, who sent the "
                "first FIN, idle time before it); `pairs[]` with `client`, `server`, "
                "`request_line_changes`, `request_header_changes[]` (`name`, `change` "
@@ -706,6 +1279,36 @@ def manifest(expected: dict, root: Path) -> str:
                "side saw them: a change of name case only shows here) and "
                "`websocket_bytes_identical` (per direction: are the bytes after the HTTP heads "
                "identical on both legs).")
+    out.append("")
+    out.append("Also per connection: `frames.{direction}.{text,binary,continuation,ping,pong,close}` "
+               "(frames by opcode: a fragmented message counts once as text/binary, its other "
+               "frames as continuation), `rsv1_frames` (frames with RSV1 set), `extensions` (the "
+               "101's Sec-WebSocket-Extensions), `compressed_messages` (data messages whose first "
+               "frame has RSV1), `close_events[]` (every close frame with its `code`, the first FIN "
+               "and first RST each way, in time order: `kind` close|fin|rst, `from` client|server "
+               "on that leg, `t_s` seconds since the connection's first packet), "
+               "`tcp.first_end` (the first FIN or RST: `kind`, `from`) and "
+               "`tcp.idle_before_end_s` (silence before it). For the scenarios with per-message "
+               "detail (deflate, fragmented, k8s): `message_list.{direction}[]` in stream order "
+               "(control frames where they stand, a data message at its last fragment) with "
+               "`opcode`, `frames`, `frame_payload_bytes`, `controls_between_fragments`, "
+               "`compressed`, `wire_bytes` (payload bytes on the wire), `payload_bytes` "
+               "(decompressed), `digest` (BLAKE2b-128 hex of the decompressed payload, as "
+               "wsanalyze's message digest), `sha256`, `preview` (first 256 bytes as UTF-8 for "
+               "text, hex of the first 64 for the others, as wsanalyze's preview) and, for k8s, "
+               "`channel`, `kind`, `channel_data`; for k8s scenarios `k8s.channels` "
+               "(messages per channel per direction), `k8s.status`, `k8s.exit_code`. These "
+               "are decoded by derive_expected.py from the TCP payload tshark prints and checked "
+               "against tshark's WebSocket dissector (frame counts by opcode, RSV1 counts, "
+               "decompressed text and binary payloads).")
+    out.append("")
+    out.append("Per scenario, `must_find[]`: what the analysis must find, one object per fact "
+               "with `fact` (a stable name: pairs, request_header_changes, handshake_refused, "
+               "idle_timeout, backend_reset, deflate, fragmented_messages, large_messages, "
+               "k8s_exec, close_handshake), `text` (in words) and the values to check "
+               "(e.g. `{\"idle_timeout_s\": 3.0, \"client_leg_end\": \"fin\", "
+               "\"server_leg_end\": \"rst\"}`, `{\"deflate\": {\"client_to_server\": 8, ...}}`, "
+               "`{\"k8s_channels\": {...}, \"exit_code\": 2}`).")
     out.append("")
     return "\n".join(out)
 
@@ -721,7 +1324,11 @@ def derive(root: Path) -> dict:
         for k, v in read_versions(d / "run.log").items():
             expected["software"].setdefault(k, v)  # the proxies of every scenario present
         cap = {side: read_capture(d / f"{side}.pcap") for side in ("client", "server")}
-        conns = {side: [connection_json(c) for c in cap[side]["connections"]] for side in cap}
+        for side in cap:
+            for c in cap[side]["connections"]:
+                decode_connection(c)
+                crosscheck_tshark(f"{name}/{side}", c)
+        conns = {side: [connection_json(c, spec) for c in cap[side]["connections"]] for side in cap}
         pairs = find_pairs(name, spec, cap["client"], cap["server"])
         verify(name, spec, cap, conns, pairs)
         check(all(p["request_header_changes"] == pairs[0]["request_header_changes"] for p in pairs),
@@ -758,17 +1365,27 @@ def derive(root: Path) -> dict:
                              "either leg, no RST on the client leg." if not cc["rst"] else
                              f"The backend's RST on the server leg is followed {1e3 * (t - rst):.3f} ms later by "
                              f"a {kind} from {who} on the client leg (same clock).")
-        if name == "nginx-idle-timeout":
-            cfin = cap["client"]["connections"][0]["fin"]
-            sfin = cap["server"]["connections"][0]["fin"]
-            if "server_to_client" in cfin and "client_to_server" in sfin:
-                delta = cfin["server_to_client"] - sfin["client_to_server"]
-                notes.append(f"nginx sent its FIN to the client {delta * 1e3:+.3f} ms after its FIN to "
+        if "idle_timeout_s" in spec:
+            cc, sc_ = cap["client"]["connections"][0], cap["server"]["connections"][0]
+            pname = PROXY_NAMES[spec["proxy"]]
+            cfin = cc["fin"].get("server_to_client")
+            sfin, srst = sc_["fin"].get("client_to_server"), sc_["rst"].get("client_to_server")
+            if cfin is not None and sfin is not None:
+                notes.append(f"{pname} sent its FIN to the client {(cfin - sfin) * 1e3:+.3f} ms after its FIN to "
                              "the server (same clock: both captures are taken in the proxy namespace).")
+            elif cfin is not None and srst is not None:
+                notes.append(f"{pname} ended the server leg with a RST (no FIN) {(srst - cfin) * 1e3:+.3f} ms "
+                             "after its FIN to the client (same clock: both captures are taken in the "
+                             "proxy namespace).")
         if spec.get("clients") is MULTI_CLIENTS:
             notes.insert(0, "All three clients send the identical first message `hello` at the same moment; "
                             "the pairing is only decidable by the unique `i-am-<name>` message, the "
                             "Sec-WebSocket-Key, the ping payload `ping-<name>` or timing.")
+        if name == "nginx-many-clients":
+            notes.insert(0, "All twelve clients send the identical messages `hello`, `same-for-all` and "
+                            "the same binary message at nearly the same moments; the pairing is only "
+                            "decidable by the unique `i-am-client-NN` message, the Sec-WebSocket-Key "
+                            "or timing.")
         notes += generic
         expected["scenarios"][name] = {
             "title": spec["title"],
@@ -787,8 +1404,149 @@ def derive(root: Path) -> dict:
             # the proxy treats every connection of a scenario alike: the changes of one pair
             "request_header_changes": pairs[0]["request_header_changes"],
             "notes": notes,
+            "must_find": must_find(name, spec, cap, conns, pairs),
         }
     return expected
+
+
+# ----------------------------------------------------------------------------- must_find
+def must_find(name: str, spec: dict, cap: dict, conns: dict[str, list[dict]], pairs: list[dict]) -> list[dict]:
+    """What the analysis must find, one dict per fact: "fact" (a stable name), "text"
+    (in words, for MANIFEST.md) and machine-checkable values. Everything is read from
+    the captures (conns, pairs) except the scenario's intent (spec)."""
+    out: list[dict] = []
+    pname = PROXY_NAMES[spec["proxy"]]
+    by_src = {side: {c["src"]: c for c in conns[side]} for side in ("client", "server")}
+    legs = [(by_src["client"][p["client"]], by_src["server"][p["server"]]) for p in pairs]
+    tokens = sum(1 for p in pairs if "unique text token" in p["matched_by"])
+    out.append({
+        "fact": "pairs",
+        "pairs": len(pairs),
+        "matched_by_unique_token": tokens,
+        "text": f"{len(pairs)} pair(s): every client-side connection paired with its server-side twin"
+                + (f" ({tokens} ground truth by unique text token, all by Sec-WebSocket-Key)" if tokens
+                   else " (ground truth by Sec-WebSocket-Key)"),
+    })
+    ch = pairs[0]["request_header_changes"]
+    out.append({
+        "fact": "request_header_changes",
+        "added": [h["name"] for h in ch if h["change"] == "added"],
+        "removed": [h["name"] for h in ch if h["change"] == "removed"],
+        "modified": [h["name"] for h in ch if h["change"] == "modified"],
+        "text": "request headers changed by the proxy: " + (", ".join(
+            f"{h['name']} {h['change']}" for h in ch) or "none"),
+    })
+    if spec["status"] != 101:
+        removed = [h["name"] for h in ch if h["change"] == "removed"]
+        out.append({
+            "fact": "handshake_refused",
+            "status": spec["status"],
+            "upgrade_header_dropped": any(n.lower() == "upgrade" for n in removed),
+            "http10_to_backend": spec.get("server_request_version") == "HTTP/1.0",
+            "text": f"the backend refused the handshake ({spec['status']}) because the proxy dropped "
+                    "the Upgrade header" + (" and spoke HTTP/1.0" if spec.get("server_request_version") == "HTTP/1.0" else ""),
+        })
+        return out
+    if "idle_timeout_s" in spec:
+        cc, sc = legs[0]
+        cend, send = cc["tcp"]["first_end"], sc["tcp"]["first_end"]
+        ccl, scl = cap["client"]["connections"][0], cap["server"]["connections"][0]
+        t_c = ccl["fin"].get("server_to_client") or ccl["rst"].get("server_to_client")
+        t_s = scl["fin"].get("client_to_server") or scl["rst"].get("client_to_server")
+        out.append({
+            "fact": "idle_timeout",
+            "idle_timeout_s": spec["idle_timeout_s"],
+            "closed_by": "proxy",
+            "client_leg_end": cend["kind"],
+            "server_leg_end": send["kind"],
+            "idle_before_end_s": {"client_leg": cc["tcp"]["idle_before_end_s"],
+                                  "server_leg": sc["tcp"]["idle_before_end_s"]},
+            "close_frames": 0,
+            "first_leg_closed": "server" if t_s < t_c else "client",
+            "gap_ms": round(abs(t_c - t_s) * 1e3, 3),
+            "text": f"proxy idle timeout of ~{spec['idle_timeout_s']:.0f} s on both legs: {pname} ends the "
+                    f"client leg with a {cend['kind'].upper()} and the server leg with a "
+                    f"{send['kind'].upper()} after {cc['tcp']['idle_before_end_s']:.3f} s / "
+                    f"{sc['tcp']['idle_before_end_s']:.3f} s of silence, no close frame on either leg "
+                    "(both endpoints see 1006)",
+        })
+    if spec.get("server_reset"):
+        out.append({
+            "fact": "backend_reset",
+            "server_leg_end": "rst", "rst_from": "server", "client_leg_end": "fin", "close_frames": 0,
+            "text": f"the backend reset the server leg (RST, no close frame); {pname} relayed it as a FIN "
+                    "on the client leg",
+        })
+    if "deflate" in spec:
+        cc, sc = legs[0]
+        params = deflate_params(cc["extensions"]) or {}
+        n = {d: cc["compressed_messages"][d] for d in DIRS}
+        out.append({
+            "fact": "deflate",
+            "deflate": {
+                "negotiated_on_both_legs": cc["extensions"] == sc["extensions"] and bool(params),
+                "extensions": cc["extensions"],
+                **n,
+                "context_takeover": {d: params[d]["context_takeover"] for d in DIRS},
+                "window_bits": {d: params[d]["window_bits"] for d in DIRS},
+                "decompressed_payload_equal_on_both_legs": all(
+                    [m["digest"] for m in c1["message_list"][d]] == [m["digest"] for m in c2["message_list"][d]]
+                    for c1, c2 in legs for d in DIRS),
+                "wire_bytes_identical_on_both_legs": all(all(p["websocket_bytes_identical"].values()) for p in pairs),
+            },
+            "text": f"permessage-deflate negotiated on both legs ({cc['extensions']}), "
+                    f"{n['client_to_server']} compressed messages client->server and "
+                    f"{n['server_to_client']} server->client, decompressed payloads equal on both legs "
+                    f"(the proxy passes the compressed frames through untouched); context takeover "
+                    f"{'on' if spec['deflate']['context_takeover'] else 'off'}",
+        })
+    frag = {d: [m for m in legs[0][0].get("message_list", {}).get(d, []) if m["frames"] > 1] for d in DIRS}
+    if any(frag.values()):
+        out.append({
+            "fact": "fragmented_messages",
+            "fragmented": {d: [{k: m[k] for k in ("opcode", "frames", "payload_bytes", "frame_payload_bytes",
+                                                  "controls_between_fragments")} for m in frag[d]] for d in DIRS},
+            "continuation_frames": legs[0][0]["continuation_frames"],
+            "text": "fragmented messages reassembled: " + "; ".join(
+                f"{d.replace('_', ' ')}: {m['opcode']} of {m['payload_bytes']} bytes in {m['frames']} frames "
+                f"({', '.join(map(str, m['frame_payload_bytes']))}) with {m['controls_between_fragments']} "
+                "control frame(s) between the fragments"
+                for d in DIRS for m in frag[d]),
+        })
+        big = {d: max((m["payload_bytes"] for m in legs[0][0]["message_list"][d] if m["frames"] == 1), default=0)
+               for d in DIRS}
+        out.append({
+            "fact": "large_messages",
+            "largest_single_frame_message": big,
+            "text": f"a single-frame message of {big['client_to_server']} bytes (64-bit length) client->server",
+        })
+    if "k8s" in spec:
+        k = legs[0][0]["k8s"]
+        out.append({
+            "fact": "k8s_exec",
+            "subprotocol": spec["k8s"]["subprotocol"],
+            "k8s_channels": k["channels"],
+            "exit_code": k["exit_code"],
+            "status": k["status"],
+            "text": f"Kubernetes exec over {spec['k8s']['subprotocol']}: client->server "
+                    + ", ".join(f"{K8S_CHANNEL_NAMES[int(c)]}×{n}" for c, n in k["channels"]["client_to_server"].items())
+                    + "; server->client "
+                    + ", ".join(f"{K8S_CHANNEL_NAMES[int(c)]}×{n}" for c, n in k["channels"]["server_to_client"].items())
+                    + f" (the first stdout message is empty: 'streams ready'); status channel: exit code "
+                      f"{k['exit_code']}; the server closes with 1000",
+        })
+    cc = legs[0][0]
+    closes = [e for e in cc["close_events"] if e["kind"] == "close"]
+    if closes:
+        out.append({
+            "fact": "close_handshake",
+            "first_close_from": closes[0]["from"],
+            "codes": {d: cc["close_codes"][d] for d in DIRS},
+            "first_fin_from": cc["tcp"]["first_fin_from"],
+            "text": f"clean close on both legs: the {closes[0]['from']} sends close {closes[0]['code']}, "
+                    "the other side echoes it; the proxy relays both close frames",
+        })
+    return out
 
 
 def main() -> int:

@@ -27,11 +27,18 @@
 # Scenarios (all by default; name some to run only those, e.g. `... haproxy-ok apache-ok`):
 #   nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout
 #   haproxy-ok apache-ok haproxy-server-reset
+#   haproxy-idle-timeout apache-idle-timeout nginx-deflate nginx-deflate-no-context-takeover
+#   haproxy-fragmented nginx-many-clients nginx-k8s-exec nginx-k8s-exec-base64
+# The nginx-k8s-exec* scenarios run captures/k8s_exec_server.py instead of ws_server.py.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ALL_SCENARIOS=(nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-timeout
-               haproxy-ok apache-ok haproxy-server-reset)
+               haproxy-ok apache-ok haproxy-server-reset
+               haproxy-idle-timeout apache-idle-timeout nginx-deflate
+               nginx-deflate-no-context-takeover haproxy-fragmented nginx-many-clients
+               nginx-k8s-exec nginx-k8s-exec-base64)
+K8S_PATH='/api/v1/namespaces/default/pods/web-0/exec?command=sh&stdin=true&stdout=true&stderr=true&tty=false'
 if (($# > 0)); then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 
 NS_C=wsa-client
@@ -210,7 +217,8 @@ wait_listen() {  # wait_listen NS PORT: until a TCP socket listens on PORT in NS
 # ---------------------------------------------------------------- nginx configs
 nginx_location() {   # the scenario's `location /ws { ... }` block
     case $1 in
-    nginx-ok)
+    nginx-ok | nginx-deflate | nginx-deflate-no-context-takeover | nginx-many-clients)
+        # permessage-deflate: nginx passes Sec-WebSocket-Extensions through untouched
         cat <<'EOF'
         location /ws {
             proxy_pass http://198.51.100.10:8080;
@@ -257,6 +265,19 @@ EOF
         }
 EOF
         ;;
+    nginx-k8s-exec | nginx-k8s-exec-base64)   # the Kubernetes API path, exec sub-resource
+        cat <<'EOF'
+        location /api/ {
+            proxy_pass http://198.51.100.10:8080;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }
+EOF
+        ;;
     esac
 }
 
@@ -296,7 +317,10 @@ EOF
 
 # ---------------------------------------------------------------- HAProxy configs
 haproxy_conf() {     # haproxy_conf SCENARIO PREFIX
-    local s=$1 p=$2
+    local s=$1 p=$2 tunnel=30s
+    # haproxy-idle-timeout: once the 101 has switched the session to tunnel mode, only
+    # `timeout tunnel` applies (it supersedes timeout client / server)
+    if [[ $s == haproxy-idle-timeout ]]; then tunnel=3s; fi
     cat <<EOF
 # wsanalyze capture scenario: $s  (@WORKDIR@ = per-run scratch directory)
 # run in the foreground: haproxy -db -f haproxy.cfg (no daemon, no master-worker)
@@ -315,7 +339,7 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-    timeout tunnel 30s
+    timeout tunnel $tunnel
 
 frontend fe_ws
     bind 192.0.2.1:80
@@ -360,6 +384,15 @@ ServerName 192.0.2.1
 Listen 192.0.2.1:80
 ProxyPass /ws ws://198.51.100.10:8080/ws
 EOF
+    if [[ $s == apache-idle-timeout ]]; then
+        # Measured with this Apache 2.4.71: `ProxyTimeout 3` alone does NOT close an idle
+        # WebSocket (the tunnel of an upgraded connection waits for the LONGER of the
+        # client-side `Timeout`, default 60 s, and the backend timeout); `Timeout 3` alone
+        # does (ProxyTimeout defaults to it). ProxyWebsocketIdleTimeout does not exist in
+        # this build ("Invalid command"). So both are set to 3 s.
+        echo "ProxyTimeout 3"
+        echo "Timeout 3"
+    fi
 }
 
 PROXY_PID=""
@@ -406,11 +439,18 @@ run_scenario() {
     mkdir -p "$d"
     chmod 755 "$d"
     netns_up
-    if [[ $s == haproxy-server-reset ]]; then srv_args=(--reset-after 2); fi
+    local server_py=ws_server.py
+    case $s in
+    haproxy-server-reset) srv_args=(--reset-after 2) ;;
+    nginx-deflate) srv_args=(--compression deflate) ;;
+    nginx-deflate-no-context-takeover) srv_args=(--compression deflate-no-context-takeover) ;;
+    haproxy-fragmented) srv_args=(--summarize-over 4096) ;;
+    nginx-k8s-exec | nginx-k8s-exec-base64) server_py=k8s_exec_server.py ;;
+    esac
 
     # background processes: `ip netns exec` directly (it execs the program, so $! is the
     # program's own pid and our signals reach it; a shell function would add a subshell)
-    ip netns exec "$NS_S" "$PY" -u "$HERE/ws_server.py" --host "$SERVER_IP" --port "$SERVER_PORT" \
+    ip netns exec "$NS_S" "$PY" -u "$HERE/$server_py" --host "$SERVER_IP" --port "$SERVER_PORT" \
         "${srv_args[@]}" >"$d/server.log" 2>&1 &
     srv=$!; PIDS+=("$srv")
     wait_listen "$NS_S" "$SERVER_PORT"
@@ -434,13 +474,25 @@ run_scenario() {
     grep -q 'listening on' "$d/tcpdump-server.log" || die "tcpdump on $IF_PS did not start: $(cat "$d/tcpdump-server.log")"
     sleep 0.2
 
+    local url="ws://$PROXY_C_IP/ws"
     case $s in
     nginx-ok | haproxy-ok | apache-ok) mode=(multi) ;;
     nginx-no-upgrade | nginx-no-upgrade-http11) mode=(refused) ;;
-    nginx-idle-timeout) mode=(idle --idle 5) ;;
+    nginx-idle-timeout | haproxy-idle-timeout | apache-idle-timeout) mode=(idle --idle 5) ;;
     haproxy-server-reset) mode=(reset --idle 5) ;;
+    nginx-deflate) mode=(deflate) ;;
+    nginx-deflate-no-context-takeover) mode=(deflate --no-context-takeover) ;;
+    haproxy-fragmented) mode=(fragmented) ;;
+    nginx-many-clients) mode=(many --clients 12) ;;
+    nginx-k8s-exec)   # kubectl >= 1.30 offers v5 first; this server (like an older API server) has v4
+        mode=(k8s --subprotocol v5.channel.k8s.io --subprotocol v4.channel.k8s.io
+              --subprotocol channel.k8s.io)
+        url="ws://$PROXY_C_IP$K8S_PATH" ;;
+    nginx-k8s-exec-base64)
+        mode=(k8s --subprotocol base64.channel.k8s.io)
+        url="ws://$PROXY_C_IP$K8S_PATH" ;;
     esac
-    in_ns "$NS_C" timeout 30 "$PY" -u "$HERE/ws_client.py" "${mode[@]}" --url "ws://$PROXY_C_IP/ws" \
+    in_ns "$NS_C" timeout 30 "$PY" -u "$HERE/ws_client.py" "${mode[@]}" --url "$url" \
         >"$d/client.log" 2>&1 || rc=$?
 
     sleep 0.5                       # let the last FIN/ACKs reach the wire

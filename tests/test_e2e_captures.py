@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,7 +360,7 @@ def test_idle_timeout_close(scenario, expected, analysis_of):
         w = next(c for c in exp["captures"]["client"]["connections"] if c["src"] == pr["client"])
         assert abs(idle_s - w["tcp"]["idle_before_first_fin_s"]) <= 0.0005 + 1e-6
         gap_ms = (t_client_leg - t_server_leg).total_seconds() * 1e3
-        assert gap_ms > 0, "nginx closes the upstream first, then the client"
+        assert gap_ms > 0, "nginx (and Apache) close the upstream first, then the client"
         note = next((n for n in exp["notes"] if "FIN" in n), None)
         m = re.search(r"([+-]\d+\.\d+) ms after", note or "")
         if m:
@@ -379,6 +380,10 @@ class _Leg:
     frames: dict[tuple[str, str], dict[str, list[tuple[int, bytes, int]]]]
     fins: dict[tuple[str, str], dict[str, int]]
     rsts: dict[tuple[str, str], dict[str, int]]
+    # (opcode, payload, ts_ns of the last byte, bytes on the wire, compressed): data
+    # messages reassembled from their fragments (RFC 6455 §5.4) and decompressed
+    # (RFC 7692), control frames where they stand, in stream order
+    messages: dict[tuple[str, str], dict[str, list[tuple[int, bytes, int, int, bool]]]]
 
 
 _READ: dict[Path, _Leg] = {}
@@ -387,8 +392,8 @@ _READ: dict[Path, _Leg] = {}
 def _read(path: Path) -> _Leg:
     """Own decoding with dpkt: per TCP connection (keyed by SYN sender and receiver)
     and direction, the WebSocket frames after the HTTP head as (opcode, unmasked
-    payload, ts_ns of the first packet carrying the frame's last byte), and the
-    time of the first FIN each way."""
+    payload, ts_ns of the first packet carrying the frame's last byte), the messages
+    they make (see :class:`_Leg`), and the time of the first FIN and RST each way."""
     if path in _READ:
         return _READ[path]
     segs: dict[tuple[str, str], dict[str, list[tuple[int, bytes, int]]]] = {}
@@ -430,8 +435,9 @@ def _read(path: Path) -> _Leg:
             if tcp.flags & dpkt.tcp.TH_RST and d not in rsts[key]:
                 rsts[key][d] = ts_ns
     frames: dict[tuple[str, str], dict[str, list[tuple[int, bytes, int]]]] = {}
+    messages: dict[tuple[str, str], dict[str, list[tuple[int, bytes, int, int, bool]]]] = {}
     for key, per_dir in segs.items():
-        frames[key] = {}
+        streams = {}
         for d, lst in per_dir.items():
             size = max((o + len(b) for o, b, _ in lst), default=0)
             stream = bytearray(size)
@@ -441,12 +447,19 @@ def _read(path: Path) -> _Leg:
                     if when[o + i] is None:
                         stream[o + i] = b[i]
                         when[o + i] = t
-            frames[key][d] = _ws_frames(bytes(stream), when)
-    _READ[path] = _Leg(frames, fins, rsts)
+            streams[d] = (bytes(stream), when)
+        deflate = _deflate_params(streams["server_to_client"][0])
+        frames[key], messages[key] = {}, {}
+        for d, (stream, when) in streams.items():
+            full = _ws_frames_full(stream, when)
+            frames[key][d] = [(op, p, t) for _, _, op, p, t in full]
+            messages[key][d] = _ws_messages(full, deflate[d] if deflate else None)
+    _READ[path] = _Leg(frames, fins, rsts, messages)
     return _READ[path]
 
 
-def _ws_frames(stream: bytes, when: list) -> list[tuple[int, bytes, int]]:
+def _ws_frames_full(stream: bytes, when: list) -> list[tuple[bool, bool, int, bytes, int]]:
+    """(fin, rsv1, opcode, unmasked payload, ts of the last byte) of every frame."""
     end = stream.find(b"\r\n\r\n")
     if end < 0 or not stream.startswith((b"GET ", b"HTTP/1.1 101")):
         return []
@@ -466,11 +479,80 @@ def _ws_frames(stream: bytes, when: list) -> list[tuple[int, bytes, int]]:
         if b1 & 0x80:
             key, p = stream[p : p + 4], p + 4
         payload = stream[p : p + n]
-        if key:
-            payload = bytes(x ^ key[i % 4] for i, x in enumerate(payload))
+        if key and n:
+            mask = int.from_bytes((key * (n // 4 + 1))[:n], "big")
+            payload = (int.from_bytes(payload, "big") ^ mask).to_bytes(n, "big")
         last = p + n - 1
-        out.append((b0 & 0x0F, payload, when[last]))
+        out.append((bool(b0 & 0x80), bool(b0 & 0x40), b0 & 0x0F, payload, when[last]))
         pos = p + n
+    return out
+
+
+def _ws_frames(stream: bytes, when: list) -> list[tuple[int, bytes, int]]:
+    return [(op, p, t) for _, _, op, p, t in _ws_frames_full(stream, when)]
+
+
+def _deflate_params(response: bytes) -> dict[str, tuple[int, bool]] | None:
+    """permessage-deflate as accepted in a 101 (RFC 7692 §7.1): per direction the
+    sender's (window bits, context takeover); None when not negotiated."""
+    head = response[: response.find(b"\r\n\r\n")].decode("latin-1")
+    if not head.startswith("HTTP/1.1 101"):
+        return None
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() != "sec-websocket-extensions":
+            continue
+        for ext in value.split(","):
+            parts = [x.strip() for x in ext.split(";")]
+            if parts[0] != "permessage-deflate":
+                continue
+            params = dict((kv.split("=", 1) + [""])[:2] for kv in parts[1:] if kv)
+            bits = {
+                k: int(params[k].strip('"')) if params.get(k) else 15
+                for k in ("client_max_window_bits", "server_max_window_bits")
+            }
+            return {
+                "client_to_server": (
+                    bits["client_max_window_bits"],
+                    "client_no_context_takeover" not in params,
+                ),
+                "server_to_client": (
+                    bits["server_max_window_bits"],
+                    "server_no_context_takeover" not in params,
+                ),
+            }
+    return None
+
+
+def _ws_messages(
+    frames: list[tuple[bool, bool, int, bytes, int]], deflate: tuple[int, bool] | None
+) -> list[tuple[int, bytes, int, int, bool]]:
+    """Messages in stream order (see :class:`_Leg`), decompressed with zlib."""
+    out: list[tuple[int, bytes, int, int, bool]] = []
+    z = None
+    cur: list | None = None  # [opcode, parts, compressed]
+    for fin, rsv1, op, payload, t in frames:
+        if op >= 0x8:
+            out.append((op, payload, t, len(payload), False))
+            continue
+        if op in (0x1, 0x2):
+            cur = [op, [], rsv1]
+        if cur is None:
+            continue
+        cur[1].append(payload)
+        if not fin:
+            continue
+        op0, parts, compressed = cur
+        wire = b"".join(parts)
+        data = wire
+        if compressed:
+            assert deflate is not None, "RSV1 without permessage-deflate"
+            bits, takeover = deflate
+            if z is None or not takeover:
+                z = zlib.decompressobj(wbits=-bits)
+            data = z.decompress(wire + b"\x00\x00\xff\xff")
+        out.append((op0, data, t, len(wire), compressed))
+        cur = None
     return out
 
 
@@ -497,6 +579,17 @@ def _indices(messages: pd.DataFrame, conn_id: str, direction: str) -> list[int]:
     return [int(i) for i in part.sort_values("message_index")["message_index"]]
 
 
+def _decompressed_flags(a, conn_id: str) -> dict[int, bool]:
+    """message_index -> whether the analysis decompressed the message (its
+    ``decompressed`` column, where the messages table has one; else nothing)."""
+    m = a.messages[a.messages["connection_id"] == conn_id]
+    if "decompressed" not in m.columns:
+        return {}
+    return {
+        int(i): bool(_na(v)) for i, v in zip(m["message_index"], m["decompressed"], strict=True)
+    }
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_proxy_delays_match_an_independent_decoding(scenario, expected, analysis_of):
     a = analysis_of(scenario)
@@ -511,22 +604,32 @@ def test_proxy_delays_match_an_independent_decoding(scenario, expected, analysis
         sf = sleg.frames[(pr["proxy_source"], pr["server"])]
         mine = mm[mm["pair_id"] == pr["pair_id"]]
         assert len(mine) == pr["messages_matched"]
-        n_frames = 0
+        cm = cleg.messages[(pr["client"], pr["proxy_listener"])]
+        sm = sleg.messages[(pr["proxy_source"], pr["server"])]
+        decompressed = _decompressed_flags(a, pr["client_connection_id"])
+        n_messages = 0
         for d in DIRS:
-            # nginx forwards frame for frame: the k-th frame each way is the same message.
+            # These proxies forward frame for frame: the k-th frame each way is the same
+            # frame, so the k-th message (fragments reassembled, decompressed) too.
             assert [(op, p) for op, p, _ in cf[d]] == [(op, p) for op, p, _ in sf[d]]
-            n_frames += len(cf[d])
+            assert [(m[0], m[1]) for m in cm[d]] == [(m[0], m[1]) for m in sm[d]]
+            n_messages += len(cm[d])
             part = mine[mine["direction"] == d]
             by_index = {int(r["client_message_index"]): r for _, r in part.iterrows()}
             c_idx = _indices(a.messages, pr["client_connection_id"], d)
             s_idx = _indices(a.messages, pr["server_connection_id"], d)
-            assert len(c_idx) == len(cf[d]) and len(s_idx) == len(sf[d])
-            for k, ((op, payload, ct), (_, _, st)) in enumerate(zip(cf[d], sf[d], strict=True)):
+            assert len(c_idx) == len(cm[d]) and len(s_idx) == len(sm[d])
+            for k, (cmsg, smsg) in enumerate(zip(cm[d], sm[d], strict=True)):
+                op, payload, ct, wire, compressed = cmsg
+                st = smsg[2]
                 row = by_index.get(c_idx[k])
                 assert row is not None, f"{pr['pair_id']} {d} {OPCODES[op]} #{k} not matched"
                 assert int(row["server_message_index"]) == s_idx[k]
                 assert row["opcode"] == OPCODES[op]
-                assert row["payload_bytes"] == len(payload)
+                # A compressed message's size is the decompressed one once the analysis
+                # decompresses it (RFC 7692), its size on the wire until then.
+                want = len(payload) if decompressed.get(c_idx[k], not compressed) else wire
+                assert row["payload_bytes"] == want
                 assert int(row["client_ts"].value) == ct
                 assert int(row["server_ts"].value) == st
                 # delay = last byte out − last byte in, corrected by θ
@@ -536,8 +639,8 @@ def test_proxy_delays_match_an_independent_decoding(scenario, expected, analysis
                 # With the true offset (0: one clock), within 1 µs + |estimate|.
                 assert abs(row["proxy_delay_ms"] - raw / 1e6) <= 1e-3 + abs(theta) / 1e6
                 checked += 1
-        # Every frame was matched (no fragmentation in these captures).
-        assert len(mine) == n_frames
+        # Every message was matched.
+        assert len(mine) == n_messages
     total = sum(
         sum(c["messages"][d].values())
         for c in expected["scenarios"][scenario]["captures"]["client"]["connections"]
@@ -594,7 +697,11 @@ def test_frames_forwarded_byte_for_byte(scenario, expected, analysis_of):
 @pytest.mark.parametrize(
     "scenario",
     _scenarios_where(
-        lambda s: any(c["tcp"]["rst_from"] for c in s["captures"]["server"]["connections"])
+        # the backend's RST (HAProxy's own RST to the backend on an idle timeout is in
+        # test_idle_timeout_close_events)
+        lambda s: any(
+            "server" in c["tcp"]["rst_from"] for c in s["captures"]["server"]["connections"]
+        )
     ),
 )
 def test_server_reset_relayed_as_fin(scenario, expected, analysis_of):
@@ -637,3 +744,320 @@ def test_server_reset_relayed_as_fin(scenario, expected, analysis_of):
         cfin = _read(cpath).fins[(pr["client"], pr["proxy_listener"])]["server_to_client"]
         srst = _read(spath).rsts[(pr["proxy_source"], pr["server"])]["server_to_client"]
         assert gap_ms == pytest.approx((cfin - srst) / 1e6, abs=1e-6)
+
+
+# --- protocol depth: frames, RSV1, extensions, per-message facts -----------------------------------
+#
+# expected.json (captures/derive_expected.py) holds, per connection, the frames by opcode
+# and RSV1 as tshark dissects them, the negotiated extensions and close events, and for
+# the deflate / fragmented / k8s scenarios every message (opcode, frames, sizes on the
+# wire and decompressed, BLAKE2b-128 digest and preview of the decompressed payload,
+# k8s channel); per scenario "must_find" states the facts in words and values.
+
+FRAME_KEYS = ("text", "binary", "continuation", "ping", "pong", "close")
+
+
+def _conns_of(expected, scenario):
+    caps = expected["scenarios"][scenario]["captures"]
+    return [(role, w) for role in ("client", "server") for w in caps[role]["connections"]]
+
+
+def _facts(expected, scenario, name: str) -> list[dict]:
+    return [f for f in expected["scenarios"][scenario]["must_find"] if f["fact"] == name]
+
+
+def _with_fact(name: str) -> list[str]:
+    return _scenarios_where(lambda s: any(f["fact"] == name for f in s.get("must_find", [])))
+
+
+def _ext_names(header: str | None) -> list[str]:
+    return [e.split(";")[0].strip() for e in header.split(",")] if header else []
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_frames_by_opcode_and_rsv1(scenario, expected, analysis_of):
+    """Frames per direction and opcode (continuation frames included) and frames with
+    RSV1, through the API and the JSON report; a data message is compressed when its
+    first frame has RSV1 (RFC 7692 §6)."""
+    a = analysis_of(scenario)
+    doc = report.to_json(a)
+    for role, w in _conns_of(expected, scenario):
+        cid = _conn_by_src(a.connections, role)[w["src"]]["connection_id"]
+        jc = _json_conn_by_src(doc, role)[w["src"]]
+        for d in DIRS:
+            fr = a.frames[(a.frames["connection_id"] == cid) & (a.frames["direction"] == d)]
+            counts = fr["opcode"].astype(str).value_counts()
+            assert {k: int(counts.get(k, 0)) for k in FRAME_KEYS} == w["frames"][d], (cid, d)
+            assert {k: jc["frames"][d][k] for k in FRAME_KEYS} == w["frames"][d], (cid, d)
+            assert int(fr["rsv1"].sum()) == w["rsv1_frames"][d], (cid, d)
+            assert not fr["rsv2"].any() and not fr["rsv3"].any()
+            first = fr["opcode"].astype(str).isin(["text", "binary"])
+            assert int((first & fr["rsv1"]).sum()) == w["compressed_messages"][d], (cid, d)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_extensions_negotiated(scenario, expected, analysis_of):
+    a = analysis_of(scenario)
+    doc = report.to_json(a)
+    for role, w in _conns_of(expected, scenario):
+        row = _conn_by_src(a.connections, role)[w["src"]]
+        want = _ext_names(w["extensions"])
+        got = _na(row["extensions"])
+        assert (got.split(", ") if got else []) == want, (row["connection_id"], got)
+        assert (_json_conn_by_src(doc, role)[w["src"]]["extensions"] or []) == want
+
+
+def _messages_of(a, cid: str, d: str) -> pd.DataFrame:
+    m = a.messages
+    part = m[(m["connection_id"] == cid) & (m["direction"] == d)]
+    return part.sort_values("message_index").reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    _scenarios_where(
+        lambda s: any("message_list" in c for r in s["captures"].values() for c in r["connections"])
+    ),
+)
+def test_messages_one_by_one(scenario, expected, analysis_of):
+    """Every message in stream order: opcode, frames, and for the uncompressed ones
+    size, digest and preview; control frames sent between the fragments of a message
+    come before it (a data message is complete at its last fragment) and inside its
+    time span."""
+    a = analysis_of(scenario)
+    for role, w in _conns_of(expected, scenario):
+        cid = _conn_by_src(a.connections, role)[w["src"]]["connection_id"]
+        for d in DIRS:
+            mine = _messages_of(a, cid, d)
+            want = w["message_list"][d]
+            assert list(mine["opcode"].astype(str)) == [m["opcode"] for m in want], (cid, d)
+            assert list(mine["frame_count"]) == [m["frames"] for m in want], (cid, d)
+            assert mine["complete"].all()
+            for (_, row), m in zip(mine.iterrows(), want, strict=True):
+                if m["frames"] > 1:
+                    inside = mine[
+                        (mine["opcode"].astype(str).isin(["ping", "pong", "close"]))
+                        & (mine["ts"] > row["first_ts"])
+                        & (mine["ts"] < row["ts"])
+                    ]
+                    assert len(inside) == m["controls_between_fragments"], (cid, d)
+                if m["compressed"]:
+                    continue  # test_deflate_decompressed_payloads
+                assert row["payload_bytes"] == m["payload_bytes"] == m["wire_bytes"]
+                assert row["digest"] == m["digest"], (cid, d, m["preview"][:40])
+                assert row["preview"] == m["preview"], (cid, d)
+
+
+@pytest.mark.parametrize("scenario", _with_fact("fragmented_messages"))
+def test_fragmented_and_large_frames(scenario, expected, analysis_of):
+    """The fragments of each fragmented message, frame by frame (payload length, FIN),
+    and the 64-bit length of the large single-frame message."""
+    a = analysis_of(scenario)
+    (frag,) = _facts(expected, scenario, "fragmented_messages")
+    (large,) = _facts(expected, scenario, "large_messages")
+    for role, w in _conns_of(expected, scenario):
+        cid = _conn_by_src(a.connections, role)[w["src"]]["connection_id"]
+        for d in DIRS:
+            fr = a.frames[(a.frames["connection_id"] == cid) & (a.frames["direction"] == d)]
+            data = fr[~fr["opcode"].astype(str).isin(["ping", "pong", "close"])]
+            data = data.sort_values("offset")
+            for m in frag["fragmented"][d]:
+                sizes = list(m["frame_payload_bytes"])
+                seq = list(zip(data["payload_bytes"], data["fin"], strict=True))
+                want = [(n, i == len(sizes) - 1) for i, n in enumerate(sizes)]
+                assert any(seq[i : i + len(want)] == want for i in range(len(seq))), (cid, d)
+            big = large["largest_single_frame_message"][d]
+            single = fr[fr["fin"] & fr["opcode"].astype(str).isin(["text", "binary"])]
+            assert int(single["payload_bytes"].max()) == big
+            # RFC 6455 §5.2: 2 + 8 (64-bit length) + 4 (masking key) header bytes
+            hb = single[single["payload_bytes"] == big]["header_bytes"].iloc[0]
+            assert hb == (2 + (8 if big > 65535 else 2 if big > 125 else 0)) + (
+                4 if d == "client_to_server" else 0
+            )
+
+
+@pytest.mark.parametrize("scenario", _with_fact("k8s_exec"))
+def test_k8s_channels(scenario, expected, analysis_of):
+    """Kubernetes exec: the negotiated channel sub-protocol, every message's channel
+    (0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize), counts per channel, the exit
+    code in the status channel's transcript."""
+    a = analysis_of(scenario)
+    (fact,) = _facts(expected, scenario, "k8s_exec")
+    for role, w in _conns_of(expected, scenario):
+        row = _conn_by_src(a.connections, role)[w["src"]]
+        cid = row["connection_id"]
+        assert row["subprotocol"] == fact["subprotocol"]
+        for d in DIRS:
+            mine = _messages_of(a, cid, d)
+            data = mine[mine["opcode"].astype(str).isin(["text", "binary"])]
+            want = [m for m in w["message_list"][d] if m["opcode"] in ("text", "binary")]
+            assert [int(c) for c in data["channel"]] == [m["channel"] for m in want], (cid, d)
+            assert list(data["kind"]) == [m["kind"] for m in want], (cid, d)
+            counts = data["channel"].astype(int).astype(str).value_counts()
+            assert dict(counts) == fact["k8s_channels"][d], (cid, d)
+        tr = a.transcript[a.transcript["connection_id"] == cid]
+        status = tr[tr["kind"] == "status"]["text"]
+        assert len(status) == 1
+        codes = re.findall(r"exit code (\d+)", status.iloc[0])
+        assert codes and all(int(c) == fact["exit_code"] for c in codes), status.iloc[0]
+
+
+@pytest.mark.parametrize("scenario", _with_fact("deflate"))
+def test_deflate_decompressed_payloads(scenario, expected, analysis_of):
+    """permessage-deflate: every compressed message decompressed (context takeover or
+    not, the negotiated window), its size on the wire and decompressed, digest and
+    preview of the decompressed payload as derive_expected.py's zlib (checked against
+    tshark) found them; the compressed counts of must_find; decompressed payloads equal
+    on both legs (so every message is matched)."""
+    a = analysis_of(scenario)
+    (fact,) = _facts(expected, scenario, "deflate")
+    for role, w in _conns_of(expected, scenario):
+        cid = _conn_by_src(a.connections, role)[w["src"]]["connection_id"]
+        for d in DIRS:
+            mine = _messages_of(a, cid, d)
+            want = w["message_list"][d]
+            assert int(mine["compressed"].fillna(False).sum()) == fact["deflate"][d]
+            for (_, row), m in zip(mine.iterrows(), want, strict=True):
+                assert bool(_na(row["compressed"])) is m["compressed"]
+                assert row["payload_bytes"] == m["payload_bytes"], (cid, d, m["preview"][:40])
+                if m["compressed"]:
+                    assert row["wire_bytes"] == m["wire_bytes"]
+                    assert bool(row["decompressed"]) is True
+                assert row["digest"] == m["digest"], (cid, d, m["preview"][:40])
+                assert row["preview"] == m["preview"], (cid, d)
+    assert fact["deflate"]["decompressed_payload_equal_on_both_legs"]
+    total = sum(
+        sum(c["messages"][d].values())
+        for c in expected["scenarios"][scenario]["captures"]["client"]["connections"]
+        for d in DIRS
+    )
+    assert len(a.message_matches) == total
+    assert not a.findings["code"].str.startswith(("ws_rsv", "ws_deflate", "deflate")).any()
+
+
+@pytest.mark.parametrize("scenario", _with_fact("idle_timeout"))
+def test_idle_timeout_close_events(scenario, expected, analysis_of):
+    """The proxy's idle timeout as the current tables show it: on each leg the first
+    FIN or RST is the proxy's, after the silence expected.json measured, no close
+    frame; which leg the proxy closed first and by how much (one clock)."""
+    a = analysis_of(scenario, 0.0)
+    doc = report.to_json(a)
+    (fact,) = _facts(expected, scenario, "idle_timeout")
+    exp = expected["scenarios"][scenario]
+    for role, w in _conns_of(expected, scenario):
+        c = _json_conn_by_src(doc, role)[w["src"]]
+        proxy = c["dst"] if role == "client" else c["src"]
+        end = fact["client_leg_end" if role == "client" else "server_leg_end"]
+        assert w["tcp"]["first_end"] == {
+            "kind": end,
+            "from": "server" if role == "client" else "client",
+        }
+        assert c["close"] == {"client_to_server": None, "server_to_client": None}
+        if end == "fin":
+            assert c["tcp"]["first_fin_from"] == proxy
+        else:
+            assert c["tcp"]["rst_from"] == [proxy]
+            assert c["tcp"]["first_fin_from"] == _fin_endpoint(w, w["tcp"]["first_fin_from"])
+    for p in exp["pairs"]:
+        pr = _pairs_by_client(a)[p["client"]]
+        ev = tables.ladder_table(a.correlation, pr["pair_id"])
+        t_end = {}
+        for leg, direction, kind in (
+            ("client", "server_to_client", fact["client_leg_end"]),
+            ("server", "client_to_server", fact["server_leg_end"]),
+        ):
+            hit = ev[(ev["leg"] == leg) & (ev["direction"] == direction) & (ev["kind"] == kind)]
+            assert len(hit) == 1, (leg, kind)
+            t_end[leg] = hit["ts"].iloc[0]
+            cid = pr[f"{leg}_connection_id"]
+            last = a.messages[a.messages["connection_id"] == cid]["ts"].max()
+            idle = (t_end[leg] - last).total_seconds()
+            assert abs(idle - fact["idle_before_end_s"][f"{leg}_leg"]) <= 0.0005 + 1e-6, leg
+            assert abs(idle - fact["idle_timeout_s"]) < 0.5
+        gap_ms = (t_end["client"] - t_end["server"]).total_seconds() * 1e3
+        assert ("server" if gap_ms > 0 else "client") == fact["first_leg_closed"]
+        assert abs(abs(gap_ms) - fact["gap_ms"]) <= 0.0005 + 1e-6
+
+
+@pytest.mark.parametrize("scenario", _with_fact("idle_timeout"))
+def test_idle_timeout_finding(scenario, expected, analysis_of):
+    """must_find idle_timeout as a finding: proxy_idle_timeout on the pair, with the
+    silence the captures show."""
+    a = analysis_of(scenario)
+    (fact,) = _facts(expected, scenario, "idle_timeout")
+    f = a.findings[a.findings["code"] == "proxy_idle_timeout"]
+    assert len(f) == len(a.pairs) == 1
+    pr = a.pairs.iloc[0]
+    assert set(f["connections"].iloc[0].split(", ")) == {
+        pr["client_connection_id"],
+        pr["server_connection_id"],
+    }
+    m = re.search(r"after (\d+(?:\.\d+)?) s of silence", f["detail"].iloc[0])
+    assert m, f["detail"].iloc[0]
+    assert abs(float(m.group(1)) - fact["idle_before_end_s"]["client_leg"]) <= 0.0015
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    _scenarios_where(lambda s: all(c["status"] == 101 for c in _all_conns(s))),
+)
+def test_close_story_events(scenario, expected, analysis_of):
+    """The close story of each leg (JSON connections[].close_story): its events
+    (close frames with their code, FIN and RST each way, in time order) are
+    expected.json's close_events; the idle time before the first one."""
+    doc = report.to_json(analysis_of(scenario))
+    for role, w in _conns_of(expected, scenario):
+        story = _json_conn_by_src(doc, role)[w["src"]]["close_story"]
+        got = [(e["kind"], e["from"], e.get("code")) for e in story["events"]]
+        assert got == [(e["kind"], e["from"], e["code"]) for e in w["close_events"]], w["src"]
+        if w["tcp"]["idle_before_end_s"] and w["tcp"]["idle_before_end_s"] > 1:
+            assert (
+                abs(story["idle_before_close_ms"] / 1e3 - w["tcp"]["idle_before_end_s"]) <= 0.0015
+            )
+
+
+KNOWN_FACTS = {
+    "pairs",
+    "request_header_changes",
+    "handshake_refused",
+    "idle_timeout",
+    "backend_reset",
+    "deflate",
+    "fragmented_messages",
+    "large_messages",
+    "k8s_exec",
+    "close_handshake",
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_must_find_facts(scenario, expected, analysis_of):
+    """Every must_find fact is a known one; the generic ones hold here (the others have
+    their tests above: idle_timeout, deflate, fragmented_messages, large_messages,
+    k8s_exec; backend_reset and handshake_refused: test_server_reset_relayed_as_fin and
+    test_dropped_upgrade_diagnosis)."""
+    a = analysis_of(scenario)
+    facts = expected["scenarios"][scenario]["must_find"]
+    assert {f["fact"] for f in facts} <= KNOWN_FACTS
+    assert all(isinstance(f["text"], str) and f["text"] for f in facts)
+    for f in facts:
+        if f["fact"] == "pairs":
+            assert len(a.pairs) == f["pairs"]
+            with_tokens = a.pairs["evidence"].str.contains("message_digests").sum()
+            assert with_tokens >= f["matched_by_unique_token"]
+        elif f["fact"] == "request_header_changes":
+            hc = a.header_changes[a.header_changes["message"] == "request"]
+            for change in ("added", "removed", "modified"):
+                names = hc[hc["change"] == change]
+                for _, pr in a.pairs.iterrows():
+                    mine = names[names["pair_id"] == pr["pair_id"]]["name"].tolist()
+                    assert mine == f[change], (pr["pair_id"], change)
+        elif f["fact"] == "close_handshake":
+            for role in ("client", "server"):
+                for w in expected["scenarios"][scenario]["captures"][role]["connections"]:
+                    row = _conn_by_src(a.connections, role)[w["src"]]
+                    assert row["first_close_from"] == f"{f['first_close_from']}_to_" + (
+                        "server" if f["first_close_from"] == "client" else "client"
+                    )
+                    for d in DIRS:
+                        assert _na(row[f"close_code_{d}"]) == f["codes"][d][0]

@@ -350,8 +350,11 @@ def frames_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
 
 
 def preview_text(opcode: int, preview: bytes) -> str:
-    """A printable preview: text as UTF-8 with replacement characters, binary as hex."""
-    if opcode in (Opcode.TEXT, Opcode.CLOSE):
+    """A printable preview: text as UTF-8 with replacement characters, a close frame's
+    reason (RFC 6455 §5.5.1: after the 2-byte code), binary as hex."""
+    if opcode == Opcode.CLOSE:  # the code is in close_code; show the reason only
+        return preview[2:].decode("utf-8", "replace")
+    if opcode == Opcode.TEXT:
         return preview.decode("utf-8", "replace")
     return preview[:64].hex()
 
