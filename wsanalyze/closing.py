@@ -460,7 +460,18 @@ def describe_pair(
         if first is None:
             parts.append(f"{leg} leg: still open at end of capture")
             continue
-        s = f"{leg} leg: closed by {names[(leg, first.sender)]} ({first.label(text)})"
+        who = names[(leg, first.sender)]
+        prev = legs[0][4] if n > 0 else None
+        if (
+            who == "proxy"
+            and prev is not None
+            and first.kind == CLOSE == prev.kind
+            and first.code == prev.code
+        ):
+            # The proxy relayed the close frame it received on the other leg.
+            s = f"{leg} leg: the proxy forwarded it ({first.label(text)})"
+        else:
+            s = f"{leg} leg: closed by {who} ({first.label(text)})"
         if n == 0 and story.idle_ns is not None and story.idle_ns >= 1_000_000:
             s += f" after {duration_text(story.idle_ns)} idle"
         if n > 0:

@@ -564,9 +564,10 @@ def ladder_table(corr: Correlation | None, pair_id: str, *, max_messages: int = 
                 omitted += 1
                 continue
             name = Opcode.name_of(m.opcode)
-            label = (
-                f"close {m.close_code}" if m.opcode == Opcode.CLOSE else f"{name} {m.payload_len}B"
-            )
+            if m.opcode == Opcode.CLOSE:
+                label = f"close {m.close_code}"
+            else:  # the sub-protocol's message type says more than the opcode
+                label = f"{m.kind or name} {m.payload_len}B"
             add(leg, m.direction, m.ts_ns - shift, name, label, m.payload_len)
         t = conn.tcp
         for d in (0, 1):
