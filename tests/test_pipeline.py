@@ -241,3 +241,27 @@ def test_client_data_before_the_101(tmp_path: Path) -> None:
     (conn,) = cap.connections
     assert "ws_client_data_before_101" in _codes(conn)
     assert [m.preview for m in conn.messages] == [b"too early"]  # still decoded
+
+
+def test_progress_reports_bytes_read_up_to_the_file_size(tmp_path: Path) -> None:
+    import wsanalyze
+    from wsanalyze import pipeline
+
+    f = TcpFlow(C, S)
+    f.open(t_us(0))
+    _ws_exchange(f, 100, ws_key(8))
+    path = write_pcap(tmp_path / "p.pcap", f.packets)
+    seen: list[tuple[str, int, int | None]] = []
+    old = pipeline.PROGRESS_EVERY
+    pipeline.PROGRESS_EVERY = 2  # several calls on a small file
+    try:
+        a = wsanalyze.analyze(path, path, progress=lambda *x: seen.append(x), strict=True)
+    finally:
+        pipeline.PROGRESS_EVERY = old
+    size = path.stat().st_size
+    assert {r for r, _, _ in seen} == {"client", "server"}
+    assert all(t == size for _, _, t in seen)
+    done = [d for r, d, _ in seen if r == "client"]
+    assert done == sorted(done) and done[-1] == size and len(done) > 2
+    plain = wsanalyze.analyze(path, path, strict=True)  # progress changes nothing else
+    assert a.messages.equals(plain.messages) and a.pairs.equals(plain.pairs)

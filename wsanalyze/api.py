@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -125,6 +125,7 @@ def analyze(
     keep_payloads: bool = False,
     strict: bool = False,
     decode_as: Iterable[int] = (),
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> Analysis:
     """Analyse a client-side capture and, optionally, the server-side capture of
     the same proxy.
@@ -141,6 +142,8 @@ def analyze(
     decoded when their bytes are recognisably RFC 6455 frames, see
     :mod:`wsanalyze.detect`); either way such a connection gets one
     ``handshake_not_captured`` finding.
+    ``progress(role, bytes_read, total_bytes)`` is called while each capture is
+    read (``role`` "client" or "server"; ``total_bytes`` None when unknown).
 
     Raises :class:`wsanalyze.errors.CaptureError` for a file that cannot be used
     and ValueError for a port outside 1-65535.
@@ -149,8 +152,16 @@ def analyze(
     bad = sorted(p for p in ports if not 1 <= p <= 65535)
     if bad:
         raise ValueError(f"decode_as: not a TCP port (1-65535): {bad[0]}")
+    def reporter(role: str) -> Callable[[int, int | None], None] | None:
+        return None if progress is None else (lambda done, total: progress(role, done, total))
+
     c = analyze_capture(
-        client, "client", strict=strict, keep_payloads=keep_payloads, decode_as=ports
+        client,
+        "client",
+        strict=strict,
+        keep_payloads=keep_payloads,
+        decode_as=ports,
+        progress=reporter("client"),
     )
     findings: list[Finding] = list(c.findings)
     for conn in c.connections:
@@ -159,7 +170,12 @@ def analyze(
     corr = None
     if server is not None:
         s = analyze_capture(
-            server, "server", strict=strict, keep_payloads=keep_payloads, decode_as=ports
+            server,
+            "server",
+            strict=strict,
+            keep_payloads=keep_payloads,
+            decode_as=ports,
+            progress=reporter("server"),
         )
         findings.extend(s.findings)
         for conn in s.connections:

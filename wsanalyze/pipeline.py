@@ -15,7 +15,9 @@ from __future__ import annotations
 import inspect
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from itertools import islice
 
 from . import catalogue
 from .capture import open_capture
@@ -822,6 +824,7 @@ def analyze_capture(
     strict: bool = False,
     keep_payloads: bool = False,
     decode_as: frozenset[int] = frozenset(),
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> CaptureAnalysis:
     """Analyse one capture file.
 
@@ -831,6 +834,8 @@ def analyze_capture(
     ``keep_payloads`` keeps every message payload in memory (notebook work).
     ``decode_as`` lists TCP ports whose connections are decoded as WebSocket even
     without a captured handshake (like tshark's Decode As).
+    ``progress(bytes_read, total_bytes)`` is called every :data:`PROGRESS_EVERY`
+    TCP segments (``total_bytes`` None when the size is unknown, e.g. stdin).
 
     Raises :class:`wsanalyze.errors.CaptureError` when the file cannot be used.
     """
@@ -846,8 +851,16 @@ def analyze_capture(
     with reader:
         reassembler = TcpReassembler(on_connection)
         feed = reassembler.feed
-        for seg in reader:
-            feed(seg)
+        if progress is None:
+            for seg in reader:
+                feed(seg)
+        else:
+            total = _file_size(path)
+            segments = iter(reader)
+            while chunk := list(islice(segments, PROGRESS_EVERY)):
+                for seg in chunk:
+                    feed(seg)
+                progress(reader.bytes_read, total)
         reassembler.finish()
 
     for a in analyses:
@@ -894,6 +907,17 @@ def _undecoded_protocols(analyses: list[ConnectionAnalysis], role: str) -> list[
             )
         )
     return out
+
+
+PROGRESS_EVERY = 8192
+"""TCP segments between two calls of the progress callback."""
+
+
+def _file_size(path: str | os.PathLike[str]) -> int | None:
+    try:
+        return os.stat(path).st_size if str(path) != "-" else None
+    except OSError:
+        return None
 
 
 def _located(f: Finding, conn_id: str, role: str) -> Finding:
