@@ -4,6 +4,8 @@ installed ``wsanalyze`` console script once through a subprocess.
 Exit codes (README): 0 when the analysis ran whatever it found, 1 with
 ``--fail-on`` and a finding of that severity, 2 with exactly one line on stderr
 (starting ``wsanalyze:``, no traceback) for an unusable file or argument.
+Also: ``--format`` (what goes to stdout), the filters, colours only on a terminal,
+progress on stderr only on a terminal, ``-`` for standard input, the help texts.
 """
 
 from __future__ import annotations
@@ -254,3 +256,352 @@ def test_internal_error_is_one_line_and_exit_3(monkeypatch, capsys):
     monkeypatch.setenv("WSANALYZE_DEBUG", "1")
     with pytest.raises(RuntimeError):
         main(["pcap", str(client), str(server)])
+
+
+# --- --format: what goes to stdout ------------------------------------------------------------------
+
+MANY = "nginx-many-clients"  # 12 concurrent clients, 12 pairs
+
+
+def test_format_json_writes_the_report_to_stdout(capsys, tmp_path, check_report):
+    j = tmp_path / "r.json"
+    code, out, err = run(
+        capsys, "pcap", *capture_paths(NO_UPGRADE), "--format", "json", "--json", j
+    )
+    assert code == 0 and err == ""
+    doc = json.loads(out)
+    check_report(doc)
+    assert out == j.read_text(encoding="utf-8")  # the same report, to stdout and to the file
+    assert "\x1b" not in out
+
+
+def test_format_markdown_writes_the_report_to_stdout(capsys, tmp_path):
+    m = tmp_path / "r.md"
+    argv = ["pcap", *capture_paths(NO_UPGRADE), "--format", "markdown", "--markdown", m]
+    code, out, err = run(capsys, *argv, "--color", "always")
+    assert code == 0 and err == ""
+    assert out.startswith("# wsanalyze report") and "proxy_upgrade_header_dropped" in out
+    assert out == m.read_text(encoding="utf-8")
+    assert "\x1b" not in out  # colours belong to the terminal summary only
+
+
+def test_quiet_wins_over_format(capsys):
+    assert run(capsys, "pcap", *capture_paths(OK), "--format", "json", "-q") == (0, "", "")
+
+
+# --- filters ---------------------------------------------------------------------------------------
+
+
+def test_port_filter_selects_one_pair_in_every_output(capsys, tmp_path, check_report):
+    client, server = capture_paths(MANY)
+    code, out, _ = run(capsys, "pcap", client, server, "--json", tmp_path / "all.json", "-q")
+    full = json.loads((tmp_path / "all.json").read_text())
+    assert code == 0 and len(full["pairs"]) == 12
+    pair = full["pairs"][2]
+    conns = {c["id"]: c for c in full["connections"]}
+    port = conns[pair["client"]]["src"].rsplit(":", 1)[1]  # the client's ephemeral port
+    j, m = tmp_path / "r.json", tmp_path / "r.md"
+    code, out, err = run(
+        capsys, "pcap", client, server, "--port", port, "--json", j, "--markdown", m
+    )
+    assert code == 0 and err == ""
+    doc = json.loads(j.read_text())
+    check_report(doc)
+    assert [p["id"] for p in doc["pairs"]] == [pair["id"]]
+    assert {c["id"] for c in doc["connections"]} == {pair["client"], pair["server"]}
+    assert out.startswith(f"Filtered: --port {port}: 2 of 24 connections, 1 pair")
+    assert "Connections carrying HTTP/WebSocket: 2" in out and "Pairs" in out
+    other = conns[full["pairs"][3]["client"]]["src"]
+    assert other not in out and other not in m.read_text()
+    assert conns[pair["client"]]["src"] in m.read_text()
+
+
+def test_connection_host_path_time_filters(capsys, tmp_path):
+    client, server = capture_paths(MANY)
+
+    def kept(*opts: str) -> set[str]:
+        j = tmp_path / "f.json"
+        code, _, _ = run(capsys, "pcap", client, server, *opts, "--json", j, "-q")
+        assert code == 0
+        return {c["id"] for c in json.loads(j.read_text())["connections"]}
+
+    assert kept("--connection", "client-2", "--connection", "server-5") == {
+        "client-2",
+        "server-2",
+        "client-5",
+        "server-5",
+    }
+    assert len(kept("--host", "192.0.2.10")) == 24  # every client leg, so every pair
+    assert len(kept("--host", "192.0.2.0/24", "--path", "/ws")) == 24
+    assert kept("--path", "/api") == set()
+    assert len(kept("--time", "2026-11-21T13:09:39Z..2026-11-21T13:09:41Z")) == 24
+    assert kept("--time", "..2026-11-21T13:00:00Z") == set()
+    assert kept("--time", "1795266600..") == set()  # epoch seconds, after the capture
+
+
+def test_no_match_is_a_note_not_an_error(capsys):
+    code, out, err = run(capsys, "pcap", *capture_paths(MANY), "--path", "/api", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["connections"] == []
+    assert err == "wsanalyze: note: no connection matches the filters\n"
+
+
+def test_unknown_connection_id_is_one_line_and_exit_2(capsys):
+    code, out, err = run(capsys, "pcap", *capture_paths(MANY), "--connection", "client-99")
+    assert_one_line_error(code, out, err)
+    assert "client-99" in err and "client-1" in err
+
+
+def test_fail_on_counts_the_selected_connections(capsys):
+    argv = ["pcap", *capture_paths(NO_UPGRADE), "--fail-on", "error", "-q"]
+    assert run(capsys, *argv)[0] == 1
+    assert run(capsys, *argv, "--path", "/elsewhere")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--port", "0"],
+        ["--port", "http"],
+        ["--host", "proxy.example.com"],
+        ["--path", "ws"],
+        ["--time", "yesterday.."],
+        ["--time", "1795266600..1795266500"],
+        ["--time", ".."],
+        ["--time", "1795266600"],
+        ["--connection", "pair-1"],
+        ["--format", "html"],
+        ["--color", "sometimes"],
+        ["--json", "-"],
+        ["--markdown", "-"],
+        ["--html", "-"],
+    ],
+)
+def test_bad_new_options_are_one_line_and_exit_2(capsys, argv):
+    code, out, err = run(capsys, "pcap", *capture_paths(OK), *argv)
+    assert_one_line_error(code, out, err)
+
+
+# --- colours ---------------------------------------------------------------------------------------
+
+
+def test_color_always_marks_severities_and_never_reaches_files(capsys, tmp_path):
+    j, m = tmp_path / "r.json", tmp_path / "r.md"
+    argv = ["pcap", *capture_paths(NO_UPGRADE), "--json", j, "--markdown", m]
+    code, out, _ = run(capsys, *argv, "--color", "always")
+    assert code == 0
+    assert "\x1b[1;31m[error]\x1b[0m" in out and "\x1b[33m[warning]\x1b[0m" in out
+    assert "\x1b" not in j.read_text() and "\x1b" not in m.read_text()
+    plain = run(capsys, *argv, "--color", "never")[1]
+    assert "\x1b" not in plain
+    assert (
+        out.replace("\x1b[1;31m", "")
+        .replace("\x1b[33m", "")
+        .replace("\x1b[36m", "")
+        .replace("\x1b[0m", "")
+        == plain
+    )
+
+
+def test_color_auto_follows_the_terminal_and_no_color(capsys, monkeypatch):
+    argv = ["pcap", *capture_paths(NO_UPGRADE)]
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    assert "\x1b" not in run(capsys, *argv)[1]  # captured stdout is not a terminal
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert "\x1b[1;31m[error]" in run(capsys, *argv)[1]  # a terminal
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b" not in run(capsys, *argv)[1]  # https://no-color.org
+    monkeypatch.setenv("NO_COLOR", "")
+    assert "\x1b[1;31m[error]" in run(capsys, *argv)[1]  # set but empty: ignored
+    monkeypatch.setenv("TERM", "dumb")
+    assert "\x1b" not in run(capsys, *argv)[1]
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert "\x1b[1;31m[error]" in run(capsys, *argv, "--color", "always")[1]
+
+
+# --- progress on stderr ----------------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_progress_line_only_after_the_delay():
+    import io
+
+    from wsanalyze.progress import Progress
+
+    clock, stream = _Clock(), io.StringIO()
+    p = Progress(stream, enabled=True, delay=1.0, interval=0.1, clock=clock)
+    p("client", 10, 100)
+    assert stream.getvalue() == ""  # quick work: nothing shown
+    clock.t = 1.5
+    p("client", 50, 100)
+    assert stream.getvalue().endswith(
+        "wsanalyze: analysing the client capture  50% (0.0 MB of 0.0 MB)"
+    )
+    clock.t = 1.55
+    p("client", 60, 100)  # within the redraw interval: skipped
+    assert "60%" not in stream.getvalue()
+    p("server", 5_000_000, None)  # a new capture redraws at once; unknown size: bytes read
+    assert "analysing the server capture / 5.0 MB read" in stream.getvalue()
+    p.stage("writing the HTML report")
+    assert stream.getvalue().endswith("\r\x1b[Kwsanalyze: writing the HTML report")
+    p.close()
+    assert stream.getvalue().endswith("\r\x1b[K") and not p.shown
+    before = stream.getvalue()
+    p.close()
+    assert stream.getvalue() == before
+
+
+def test_progress_needs_a_terminal():
+    import io
+
+    from wsanalyze.progress import Progress
+
+    clock, stream = _Clock(), io.StringIO()
+    p = Progress(stream, delay=0, clock=clock)  # enabled=None: StringIO is no terminal
+    p("client", 1, 2)
+    p.stage("x")
+    p.close()
+    assert stream.getvalue() == ""
+
+
+def test_cli_progress_on_a_terminal_is_erased_before_output(capsys, monkeypatch):
+    from wsanalyze import progress
+
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, out, err = run(capsys, "pcap", *capture_paths(OK), "--format", "json")
+    assert code == 0 and json.loads(out)["schema"] == "wsanalyze/1"
+    assert "wsanalyze: analysing the client capture 100%" in err
+    assert "analysing the server capture" in err and "writing the JSON report" in err
+    assert err.endswith("\r\x1b[K")  # the line is erased
+    # -q: no progress either
+    code, out, err = run(capsys, "pcap", *capture_paths(OK), "-q")
+    assert (code, out, err) == (0, "", "")
+
+
+def test_cli_works_without_the_progress_hook(capsys, monkeypatch):
+    """The CLI passes ``progress`` only when ``analyze`` takes it."""
+    from wsanalyze import api
+
+    real = api.analyze
+
+    def analyze(client, server=None, *, clock_offset_ms=None, decode_as=()):
+        return real(client, server, clock_offset_ms=clock_offset_ms, decode_as=decode_as)
+
+    monkeypatch.setattr(api, "analyze", analyze)
+    code, out, _ = run(capsys, "pcap", *capture_paths(OK))
+    assert code == 0 and "Pairs" in out
+
+
+# --- standard input ----------------------------------------------------------------------------------
+
+
+def test_stdin_capture_through_the_console_script(tmp_path):
+    client, server = capture_paths(NO_UPGRADE)
+    from_file = subprocess.run(
+        [*_script(), "pcap", str(client), str(server), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    with open(client, "rb") as fh:
+        piped = subprocess.run(
+            [*_script(), "pcap", "-", str(server), "--format", "json"],
+            stdin=fh,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert piped.returncode == 0 and piped.stderr == ""
+    a, b = json.loads(from_file.stdout), json.loads(piped.stdout)
+    assert b["captures"][0]["path"] == "-"
+    a["captures"][0]["path"] = b["captures"][0]["path"] = None
+    assert a == b  # the same analysis, whether read from the file or from a pipe
+    # the server capture can come from the pipe too
+    with open(server, "rb") as fh:
+        proc = subprocess.run(
+            [*_script(), "pcap", str(client), "-", "--fail-on", "error"],
+            stdin=fh,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1 and "proxy_upgrade_header_dropped" in proc.stdout
+
+
+def test_stdin_for_both_captures_is_one_line_and_exit_2(capsys):
+    code, out, err = run(capsys, "pcap", "-", "-")
+    assert_one_line_error(code, out, err)
+    assert "standard input" in err
+
+
+def test_stdin_that_is_a_terminal_is_refused(capsys, monkeypatch):
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Tty())
+    code, out, err = run(capsys, "pcap", "-")
+    assert_one_line_error(code, out, err)
+    assert "pipe a capture" in err
+
+
+def test_stdin_that_is_not_a_capture_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [*_script(), "pcap", "-"],
+        input=b"GET / HTTP/1.1\r\n\r\n",
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == b""
+    err = proc.stderr.decode()
+    assert len(err.splitlines()) == 1 and err.startswith("wsanalyze:") and "Traceback" not in err
+
+
+# --- help --------------------------------------------------------------------------------------------
+
+
+def test_pcap_help_has_examples_for_each_option_group(capsys):
+    code, out, _ = run(capsys, "pcap", "--help")
+    assert code == 0
+    for group in ("reports:", "filters:", "analysis:", "terminal and exit status:"):
+        assert group in out
+    for example in (
+        "wsanalyze pcap -",
+        "--format markdown",
+        "--format json",
+        "--connection client-3",
+        "--host 192.0.2.10 --port",
+        "--path /",
+        "--time 2026-",
+        "--fail-on warning",
+        "--decode-as 8080",
+        "--color never",
+    ):
+        assert example in out, example
+    assert "exit status:" in out
+    assert "1  --fail-on SEVERITY" in out and "exit 1 when a finding" in out
+    assert "docs/getting-started.md" in out and "docs/capturing.md" in out
+
+
+def test_help_lists_only_existing_options(capsys):
+    """Every --option in an example of either help is an option of `wsanalyze pcap`."""
+    import re
+
+    from wsanalyze.cli import build_parser
+
+    pcap = build_parser()._subparsers._group_actions[0].choices["pcap"]
+    known = {s for a in pcap._actions for s in a.option_strings}
+    for argv in (["--help"], ["pcap", "--help"]):
+        out = run(capsys, *argv)[1]
+        examples = out.split("examples:", 1)[1]
+        used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", examples))
+        assert used and used <= known | {"--help"}, used - known

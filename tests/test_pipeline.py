@@ -265,3 +265,48 @@ def test_progress_reports_bytes_read_up_to_the_file_size(tmp_path: Path) -> None
     assert done == sorted(done) and done[-1] == size and len(done) > 2
     plain = wsanalyze.analyze(path, path, strict=True)  # progress changes nothing else
     assert a.messages.equals(plain.messages) and a.pairs.equals(plain.pairs)
+
+
+def test_proxy_protocol_header_is_decoded_and_pairs_the_legs(tmp_path: Path) -> None:
+    """HAProxy `send-proxy`: the server leg starts with a PROXY protocol header. It
+    is decoded (not a malformed request), and the client it names pairs the legs
+    even when the proxy replaced Sec-WebSocket-Key."""
+    import wsanalyze
+
+    ckey, skey = ws_key(9), ws_key(10)
+    cf = TcpFlow(C, S)
+    cf.open(t_us(0))
+    cf.send("c", http_request("/ws", upgrade_headers("192.0.2.1", ckey)), t_us(100))
+    sf = TcpFlow(("198.51.100.1", 52000), ("198.51.100.10", 8080), isn_c=7_000_000)
+    sf.open(t_us(150))
+    header = b"PROXY TCP4 192.0.2.10 192.0.2.1 40000 80\r\n"
+    sf.send("c", header + http_request("/ws", upgrade_headers("x", skey)), t_us(200))
+    sf.send("s", http_response(101, "Switching Protocols", switching_headers(skey)), t_us(300))
+    cf.send("s", http_response(101, "Switching Protocols", switching_headers(ckey)), t_us(400))
+    client = write_pcap(tmp_path / "c.pcap", cf.packets)
+    server = write_pcap(tmp_path / "s.pcap", sf.packets)
+    a = wsanalyze.analyze(client, server, strict=True)
+    (conn,) = a.server.connections
+    assert conn.proxied_client == "192.0.2.10:40000"
+    assert conn.requests[0].target == b"/ws" and conn.websocket
+    assert "proxy_protocol_header" in _codes(conn)
+    assert conn.bytes[Direction.CLIENT_TO_SERVER].decoded >= len(header)
+    assert "proxy_protocol" in a.pairs["evidence"].iloc[0]
+
+
+def test_parse_proxy_header_versions() -> None:
+    import struct
+
+    from wsanalyze.pipeline import parse_proxy_header
+
+    assert parse_proxy_header(b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 443\r\nGET") == (
+        45,
+        1,
+        "[2001:db8::1]:4000",
+    )
+    assert parse_proxy_header(b"PROXY UNKNOWN\r\n") == (15, 1, None)
+    assert parse_proxy_header(b"PROXY TCP4 1.2.3.4") is None  # incomplete
+    assert parse_proxy_header(b"GET / HTTP/1.1\r\n") is None
+    v2 = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", 12)
+    v2 += bytes([192, 0, 2, 10, 192, 0, 2, 1]) + struct.pack("!HH", 40000, 80)
+    assert parse_proxy_header(v2 + b"GET") == (28, 2, "192.0.2.10:40000")

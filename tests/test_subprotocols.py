@@ -588,7 +588,7 @@ def test_exec_v4_markdown(exec_v4):
 
 def test_exec_v4_html(exec_v4):
     html = report.render_html(exec_v4)
-    section = html[html.index("<h2>Transcripts</h2>") : html.index("<h2>Findings</h2>")]
+    section = html[html.index(">Transcripts</h2>") : html.index(">Findings</h2>")]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section and "<script>" not in section
     assert "$ ls /nope; echo `id` &lt;b&gt;" in section
     assert "exit code 2" in section

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable, Iterable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .correlate import Correlation, correlate, correlate_within
 from .diagnose import diagnose
-from .model import Finding
+from .model import Finding, Severity
 from .pipeline import CaptureAnalysis, analyze_capture
 
 if TYPE_CHECKING:
@@ -42,6 +44,16 @@ class Analysis:
     the clock offset (None for a single capture); ``finding_list`` the findings as
     :class:`~wsanalyze.model.Finding` values.
     """
+
+    _HTML_STYLE = (
+        "<style>"
+        ".wsa-analysis table{border-collapse:collapse;margin:0.2em 0 0.8em 0;font-size:90%}"
+        ".wsa-analysis th,.wsa-analysis td{border:1px solid #ccc;padding:2px 6px;"
+        "text-align:left;vertical-align:top}"
+        ".wsa-analysis h4{margin:0.6em 0 0.2em 0}"
+        "</style>"
+    )
+    """Styles of :meth:`Analysis._repr_html_`, scoped to its ``wsa-analysis`` block."""
 
     def __init__(
         self,
@@ -116,6 +128,240 @@ class Analysis:
             f"findings={len(self.finding_list)}>"
         )
 
+    # --- notebooks: summary, rich display, export ------------------------------------
+
+    def summary(self, *, redact: bool = True) -> str:
+        """The terminal summary (what the CLI prints): captures, connections, pairs
+        with their header changes and proxy delay, findings; ``print(a.summary())``.
+        Credentials are redacted unless ``redact=False``."""
+        from . import report
+
+        return report.summary_text(self, redact=redact)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table, by name, in the order of :data:`wsanalyze.tables.SCHEMAS`
+        (building those not built yet)."""
+        from . import tables
+
+        return {name: getattr(self, name) for name in tables.SCHEMAS}
+
+    def to_parquet(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write every table to ``directory/<table>.parquet`` (pyarrow, no index) and
+        return the paths, in the order of :data:`wsanalyze.tables.SCHEMAS`.
+
+        The directory is created (with its parents) when missing; existing files of
+        the same names are replaced (each written to a temporary name first, so a
+        failure never leaves a half-written table under its real name). Columns keep
+        their declared dtypes when read back with ``pd.read_parquet``
+        (``datetime64[ns, UTC]``, ``string``, ``Int64``, ``boolean``, categoricals with
+        all their categories) except one thing Parquet cannot store: the categories of
+        a categorical column in a table with no rows. :meth:`read_parquet` restores
+        the declared dtypes exactly.
+
+        The exported tables are NOT redacted (they hold what the captures hold).
+
+        Raises ValueError when ``directory`` is empty, and OSError (with the path and
+        the reason: NotADirectoryError, FileExistsError, PermissionError, ...) when
+        it cannot be created or written.
+        """
+        from . import tables
+
+        if not os.fspath(directory):
+            raise ValueError("to_parquet: the directory is an empty path")
+        root = Path(directory)
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(f"to_parquet: {str(root)!r} exists and is not a directory")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._os_error(
+                exc, f"to_parquet: cannot create the directory {str(root)!r}"
+            ) from exc
+        paths = []
+        for name in tables.SCHEMAS:
+            path = root / f"{name}.parquet"
+            tmp = root / f".{name}.parquet.{os.getpid()}.tmp"
+            try:
+                getattr(self, name).to_parquet(tmp, engine="pyarrow", index=False)
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise self._os_error(exc, f"to_parquet: cannot write {str(path)!r}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)  # gone after the replace; a failure's leftovers
+            paths.append(path)
+        return paths
+
+    @staticmethod
+    def read_parquet(directory: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
+        """The tables :meth:`to_parquet` wrote into ``directory``, by name, with the
+        declared columns and dtypes of :data:`wsanalyze.tables.SCHEMAS` (which
+        ``pd.read_parquet`` alone loses for the categories of an empty table).
+
+        Raises FileNotFoundError for a missing table file and ValueError for a file
+        whose columns are not the declared ones (written by another version).
+        """
+        import pandas as pd
+
+        from . import tables
+
+        out = {}
+        for name, schema in tables.SCHEMAS.items():
+            path = Path(directory) / f"{name}.parquet"
+            df = pd.read_parquet(path, engine="pyarrow")
+            if list(df.columns) != list(schema):
+                raise ValueError(
+                    f"read_parquet: {str(path)!r} has columns {list(df.columns)}, "
+                    f"expected {list(schema)}"
+                )
+            for col, dtype in schema.items():
+                if df[col].dtype != dtype or str(df[col].dtype) != str(dtype):
+                    df[col] = df[col].astype(dtype)
+            out[name] = df
+        return out
+
+    def _repr_html_(self) -> str:
+        """A compact HTML summary for Jupyter: captures, counts, clock offset, the
+        findings worst first, the pairs and the tables to explore. Every string from a
+        capture is escaped and credentials are redacted (notebooks get shared)."""
+        return self._html_summary(max_pairs=20, max_findings=10)
+
+    def _html_summary(self, *, max_pairs: int, max_findings: int) -> str:
+        import pandas as pd
+
+        from . import report, tables
+        from .redact import Redactor
+
+        r = Redactor(True)
+        dash = "\u2014"
+
+        def e(value: Any) -> str:  # escaped text; None and NA as a dash
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                return dash
+            return html.escape(str(value), quote=True)
+
+        def cut(text: str | None, limit: int) -> str | None:
+            return text if text is None or len(text) <= limit else text[: limit - 1] + "\u2026"
+
+        def ms(value: Any) -> str:
+            return dash if value is None or pd.isna(value) else f"{float(value):.3f}"
+
+        def table(head: list[str], rows: list[list[str]]) -> str:  # cells already escaped
+            th = "".join(f"<th>{h}</th>" for h in head)
+            body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+            return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+        conns = [conn for cap in self.captures for conn in cap.connections]
+        n_pairs = len(self.correlation.pairs) if self.correlation else 0
+        out = [self._HTML_STYLE, '<div class="wsa-analysis">', "<h4>wsanalyze analysis</h4>"]
+
+        rows = []
+        for cap in self.captures:
+            span = dash
+            if cap.first_ts_ns is not None and cap.last_ts_ns is not None:
+                span = (
+                    f"{e(report.iso(cap.first_ts_ns))} .. {e(report.iso(cap.last_ts_ns))} "
+                    f"({(cap.last_ts_ns - cap.first_ts_ns) / 1e9:.3f} s)"
+                )
+            rows.append([e(cap.role), f"<code>{e(cap.path)}</code>", e(cap.packets), span])
+        out.append(table(["capture", "path", "packets", "time range (UTC)"], rows))
+
+        offset = self.correlation.clock_offset if self.correlation else None
+        if self.server is None:
+            clock = "one capture, one clock"
+        elif offset is None:
+            clock = "not estimated (no pair)"
+        else:
+            low, high = (
+                dash if v is None else f"{v / 1e6:.3f}" for v in (offset.low_ns, offset.high_ns)
+            )
+            clock = f"{offset.estimate_ns / 1e6:.3f} ms (bounds {low} .. {high} ms" + (
+                ", imposed)" if offset.imposed else ")"
+            )
+        counts = [
+            len(conns),
+            sum(1 for conn in conns if conn.websocket),
+            n_pairs,
+            sum(len(conn.messages) for conn in conns),
+            len(self.finding_list),
+            clock,
+        ]
+        head = ["connections", "WebSocket connections", "pairs", "messages", "findings"]
+        out.append(table([*head, "clock offset (server \u2212 client)"], [[e(c) for c in counts]]))
+
+        groups: dict[str, list[Finding]] = {}
+        for f in sorted(self.finding_list, key=lambda f: (-f.severity, f.ts_ns or 0)):
+            groups.setdefault(f.code, []).append(f)
+        # Worst first; at equal severity the proxy's diagnosis (both legs) leads, as in
+        # the reports.
+        ranked = sorted(
+            groups.items(),
+            key=lambda kv: (-kv[1][0].severity, not kv[0].startswith("proxy_"), -len(kv[1]), kv[0]),
+        )
+        out.append(f"<h4>Findings: {len(self.finding_list)}, worst first</h4>")
+        rows = []
+        for code, fs in ranked[:max_findings]:
+            sev = Severity(fs[0].severity).label
+            colour = {"error": "#b00020", "warning": "#9a6700"}.get(sev, "#555555")
+            detail = cut(r.text(fs[0].detail), 200)
+            style = f"color:{colour};font-weight:bold"
+            rows.append(
+                [f'<span style="{style}">{e(sev)}</span>', f"<code>{e(code)}</code>"]
+                + [e(len(fs)), e(detail)]
+            )
+        if rows:
+            out.append(table(["severity", "code", "count", "first detail"], rows))
+        else:
+            out.append("<p>No findings.</p>")
+        if len(ranked) > max_findings:
+            more = len(ranked) - max_findings
+            out.append(f"<p>\u2026 {more} more codes: <code>.findings</code></p>")
+
+        out.append(f"<h4>Pairs: {n_pairs} (client side \u2194 server side)</h4>")
+        rows = []
+        for p in self.pairs.head(max_pairs).itertuples(index=False):
+            target = None if pd.isna(p.target) else r.target(str(p.target))
+            rows.append(
+                [
+                    e(p.pair_id),
+                    f"{e(p.client)} \u2192 {e(p.proxy_listener)}<br>"
+                    f"{e(p.proxy_source)} \u2192 {e(p.server)}",
+                    f"<code>{e(cut(target, 80))}</code>",
+                    f"{e(p.client_status)} / {e(p.server_status)}",
+                    f"{float(p.confidence):.2f}",
+                    e(p.header_changes),
+                    f"{ms(p.client_to_server_delay_p50_ms)} / "
+                    f"{ms(p.server_to_client_delay_p50_ms)}",
+                ]
+            )
+        if rows:
+            head = ["pair", "client \u2192 proxy<br>proxy \u2192 server", "target"]
+            head += ["status client / server leg", "confidence", "header changes"]
+            head += ["proxy delay p50 ms c\u2192s / s\u2192c"]
+            out.append(table(head, rows))
+        elif self.server is None:
+            out.append("<p>No pairs: analyse the server-side capture too.</p>")
+        else:
+            out.append("<p>No pairs.</p>")
+        if n_pairs > max_pairs:
+            out.append(f"<p>\u2026 {n_pairs - max_pairs} more pairs: <code>.pairs</code></p>")
+
+        names = ", ".join(f"<code>.{e(n)}</code>" for n in tables.SCHEMAS)
+        out.append(
+            f"<p>Explore the tables (pandas DataFrames, see docs/tables.md): {names}; "
+            "also <code>.summary()</code> and <code>.to_parquet(directory)</code>. "
+            "Credentials are redacted in this summary, not in the tables.</p></div>"
+        )
+        return "".join(out)
+
+    @staticmethod
+    def _os_error(exc: OSError, what: str) -> OSError:
+        """An OSError of ``exc``'s kind (same errno) saying what failed and why."""
+        message = f"{what}: {exc.strerror or exc}"
+        try:
+            return type(exc)(exc.errno, message) if exc.errno else type(exc)(message)
+        except Exception:  # a subclass with another constructor
+            return OSError(exc.errno, message) if exc.errno else OSError(message)
+
 
 def analyze(
     client: str | os.PathLike[str],
@@ -152,6 +398,7 @@ def analyze(
     bad = sorted(p for p in ports if not 1 <= p <= 65535)
     if bad:
         raise ValueError(f"decode_as: not a TCP port (1-65535): {bad[0]}")
+
     def reporter(role: str) -> Callable[[int, int | None], None] | None:
         return None if progress is None else (lambda done, total: progress(role, done, total))
 

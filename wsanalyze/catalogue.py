@@ -570,6 +570,15 @@ _ENTRIES: list[Entry] = [
         "misidentified or the stream is hostile.",
     ),
     # --- the proxy, both legs (correlate.py, diagnose.py) ---
+    Entry(
+        "proxy_protocol_header",
+        I,
+        "HAProxy PROXY protocol v1/v2",
+        "The proxy sent a PROXY protocol header before the request, naming the real "
+        "client; it was decoded and the HTTP after it analysed as usual.",
+        "The backend must expect it (e.g. nginx `listen ... proxy_protocol`), or it "
+        "will see the header as a malformed request.",
+    ),
     # close story of one leg (closing.py); these need one capture only
     Entry(
         "ws_close_not_completed",

@@ -6,8 +6,10 @@ no global pyplot state, no I/O. Pass ``ax`` to draw into an existing figure.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 _LANES = {"client": 0.0, "proxy": 1.0, "server": 2.0}
@@ -121,4 +123,53 @@ def plot_proxy_delay(matches: pd.DataFrame, *, ax: Axes | None = None) -> Figure
         ax.legend(loc="best", fontsize=8)
     ax.set_title("Proxy delay per message", fontsize=10)
     fig.autofmt_xdate()
+    return fig
+
+
+def plot_proxy_delay_distribution(
+    matches: pd.DataFrame, *, ax: Axes | None = None, bins: int = 60
+) -> Figure:
+    """Proxy delay over time as percentile bands, one series per direction: for a
+    capture with too many matched messages for a scatter plot.
+
+    ``matches`` is the ``message_matches`` table (columns ``client_ts``,
+    ``direction``, ``proxy_delay_ms``). The capture's time span is cut into at most
+    ``bins`` equal intervals; each direction draws its median per interval as a line,
+    the 5th-95th percentile range as a band and the maximum as a dotted line.
+    """
+    fig, ax = _axes(ax, (8.0, 3.5))
+    data = matches[["client_ts", "direction", "proxy_delay_ms"]].dropna()
+    total = len(data)
+    if total:
+        t_ns = data["client_ts"].astype("int64").to_numpy()
+        t0, t1 = int(t_ns.min()), int(t_ns.max())
+        n_bins = max(1, min(bins, total // 20 or 1))
+        edges = np.linspace(t0, t1, n_bins + 1) if t1 > t0 else np.array([t0, t0 + 1])
+        n_bins = len(edges) - 1
+        idx = np.clip(np.searchsorted(edges, t_ns, side="right") - 1, 0, n_bins - 1)
+        centres = ((edges[:-1] + edges[1:]) / 2).astype("int64").astype("datetime64[ns]")
+        colours = {"client_to_server": "#1f77b4", "server_to_client": "#ff7f0e"}
+        for direction, colour in colours.items():
+            mine = (data["direction"] == direction).to_numpy()
+            if not mine.any():
+                continue
+            delay = data["proxy_delay_ms"].to_numpy(dtype=float)[mine]
+            groups = pd.Series(delay).groupby(idx[mine])
+            q = groups.quantile([0.05, 0.5, 0.95]).unstack()
+            top = groups.max()
+            x = centres[q.index.to_numpy()]
+            label = direction.replace("_", " ")
+            ax.fill_between(x, q[0.05], q[0.95], color=colour, alpha=0.25, linewidth=0)
+            ax.plot(x, q[0.5], color=colour, linewidth=1.4, label=f"{label}: median")
+            ax.plot(x, top, color=colour, linewidth=0.8, linestyle=":", label=f"{label}: max")
+        ax.legend(loc="best", fontsize=8, title="band: 5th-95th percentile", title_fontsize=8)
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_ylabel("proxy delay (ms)")
+    ax.set_xlabel("time (UTC, client capture clock)")
+    ax.axhline(0, color="#999999", linewidth=0.8)
+    ax.set_title(
+        f"Proxy delay per message, percentiles over time ({total:,} messages)", fontsize=10
+    )
     return fig

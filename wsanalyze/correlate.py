@@ -17,6 +17,8 @@ evidence                    score  why
                                    those proxies rewrite are left out)
 ``timing``                  ≤1.0   the server-side request follows the client-side
                                    one within the clock-offset bounds
+``proxy_protocol``           3.0   a PROXY protocol header on the server leg names
+                                   the client-side client's exact ip:port
 ``x_forwarded_for``          0.5   X-Forwarded-For / X-Real-IP / Forwarded on the
                                    server leg names the client-side client
 ==========================  =====  ==============================================
@@ -275,6 +277,9 @@ def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, l
         if j > 0:
             score += j
             ev.append(f"end_to_end_headers({j:.2f})")
+    if s.conn.proxied_client is not None and s.conn.proxied_client == str(c.conn.tcp.client):
+        score += 3.0  # a PROXY protocol header names this exact client endpoint
+        ev.append("proxy_protocol")
     if c.forwarded and c.client_ip.encode() in s.forwarded:
         score += 0.5
         ev.append("x_forwarded_for")

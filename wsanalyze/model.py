@@ -9,6 +9,8 @@ byte of one direction of one TCP connection (0 = the byte after the SYN).
 from __future__ import annotations
 
 import enum
+import functools
+import ipaddress
 from dataclasses import dataclass
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -152,10 +154,15 @@ class Endpoint:
     port: int
 
     def __str__(self) -> str:
-        import ipaddress
+        return _endpoint_text(self.ip, self.port)
 
-        addr = ipaddress.ip_address(self.ip)
-        return f"[{addr}]:{self.port}" if addr.version == 6 else f"{addr}:{self.port}"
+
+@functools.lru_cache(maxsize=65536)
+def _endpoint_text(ip: bytes, port: int) -> str:
+    """``ip:port`` (``[ip]:port`` for IPv6); cached: reports format each endpoint
+    many times."""
+    addr = ipaddress.ip_address(ip)
+    return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
 # --- http1.py ---------------------------------------------------------------

@@ -210,6 +210,8 @@ class ConnectionAnalysis:
     bytes: tuple[ByteAccount, ByteAccount] = field(
         default_factory=lambda: (ByteAccount(), ByteAccount())
     )
+    proxied_client: str | None = None
+    """``ip:port`` of the client named by a PROXY protocol header, when one was sent."""
     transcript: list[tuple[int, int, int | None, str | None, str]] = field(default_factory=list)
     """Sub-protocol transcript: (ts_ns, direction, channel, kind, text), bounded to
     :data:`TRANSCRIPT_LIMIT` characters of text per connection."""
@@ -352,6 +354,10 @@ class _ConnectionSink:
         if mode == _WS:
             self._ws_feed(d, data, ts_ns, packet)
             return
+        if mode == _UNKNOWN and d == C2S and data.startswith((b"PROXY ", _PROXY_V2_SIG)):
+            data = self._proxy_protocol(data, ts_ns, packet)
+            if not data:
+                return
         if mode == _UNKNOWN:
             d = self._detect(d, data)
             mode = self.mode[d]
@@ -364,6 +370,29 @@ class _ConnectionSink:
         parser = self.http[d]
         assert parser is not None
         self._http_events(d, parser.feed(data, ts_ns, packet), ts_ns, packet)
+
+    def _proxy_protocol(self, data: bytes, ts_ns: int, packet: int) -> bytes:
+        """Strip a PROXY protocol header (HAProxy ``send-proxy``, v1 text or v2
+        binary) that a proxy sends before the request, record the client it names,
+        and return the bytes after it. A header split over segments is left alone
+        (then the connection is not decoded as HTTP)."""
+        parsed = parse_proxy_header(data)
+        if parsed is None:
+            return data
+        length, version, source = parsed
+        self.a.bytes[C2S].decoded += length
+        self.a.proxied_client = source
+        self.a.findings.append(
+            catalogue.finding(
+                "proxy_protocol_header",
+                f"found=PROXY protocol v{version} naming the client {source or 'unknown'}",
+                packets=(packet,),
+                direction=C2S,
+                offset=0,
+                ts_ns=ts_ns,
+            )
+        )
+        return data[length:]
 
     def _detect(self, d: Direction, data: bytes) -> Direction:
         """Decide on the first bytes of a connection whether it carries HTTP/1.x;
@@ -907,6 +936,45 @@ def _undecoded_protocols(analyses: list[ConnectionAnalysis], role: str) -> list[
             )
         )
     return out
+
+
+_PROXY_V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def parse_proxy_header(data: bytes) -> tuple[int, int, str | None] | None:
+    """Parse a PROXY protocol header at the start of ``data`` (HAProxy's PROXY
+    protocol spec, versions 1 and 2): returns (header length in bytes, version,
+    ``"ip:port"`` of the source it names or None for UNKNOWN/LOCAL), or None when
+    ``data`` does not start with a complete, valid header."""
+    import ipaddress
+    import struct
+
+    if data.startswith(b"PROXY "):
+        end = data.find(b"\r\n", 0, 108)  # v1: at most 107 bytes
+        if end < 0:
+            return None
+        parts = data[:end].split(b" ")
+        if len(parts) == 6 and parts[1] in (b"TCP4", b"TCP6"):
+            try:
+                ip = ipaddress.ip_address(parts[2].decode("ascii"))
+                port = int(parts[4])
+            except (ValueError, UnicodeDecodeError):
+                return None
+            host = f"[{ip}]" if ip.version == 6 else str(ip)
+            return end + 2, 1, f"{host}:{port}"
+        return (end + 2, 1, None) if parts[1:2] == [b"UNKNOWN"] else None
+    if data.startswith(_PROXY_V2_SIG) and len(data) >= 16:
+        ver_cmd, fam, length = data[12], data[13], struct.unpack_from("!H", data, 14)[0]
+        if ver_cmd >> 4 != 2 or len(data) < 16 + length:
+            return None
+        source = None
+        if ver_cmd & 0xF == 1 and fam >> 4 == 1 and length >= 12:  # PROXY, AF_INET
+            source = f"{ipaddress.ip_address(data[16:20])}:{struct.unpack_from('!H', data, 24)[0]}"
+        elif ver_cmd & 0xF == 1 and fam >> 4 == 2 and length >= 36:  # AF_INET6
+            ip6 = ipaddress.ip_address(data[16:32])
+            source = f"[{ip6}]:{struct.unpack_from('!H', data, 48)[0]}"
+        return 16 + length, 2, source
+    return None
 
 
 PROGRESS_EVERY = 8192

@@ -9,10 +9,15 @@ rendered by jinja2 with autoescaping, so every string from a capture is escaped.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import re
+from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import markupsafe
 
 from . import __version__
 from .catalogue import CATALOGUE
@@ -150,6 +155,11 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
     return out
 
 
+def _filters_text(analysis) -> str | None:
+    f = getattr(analysis, "filters", None)
+    return f.describe() if f is not None else None
+
+
 def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
     """The JSON report as a dict (schema ``wsanalyze/1``, documented in docs/json.md)."""
     r = Redactor(redact)
@@ -192,6 +202,8 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
         "schema": SCHEMA,
         "tool": {"name": "wsanalyze", "version": __version__},
         "redacted": redact,
+        # The filters that selected these connections (command-line form), or null.
+        "filters": _filters_text(analysis),
         "captures": [
             {
                 "role": c.role,
@@ -244,8 +256,17 @@ def _evidence(findings: list, limit: int = 4) -> str:
     return "; ".join(parts)
 
 
-def _verdict(analysis) -> list[dict[str, Any]]:
-    """Findings grouped by code, worst first: what the report opens with."""
+def _verdict(
+    analysis, pair_of: dict[str, str] | None = None, theta_ns: int = 0
+) -> list[dict[str, Any]]:
+    """Findings grouped by code, worst first: what the report opens with.
+
+    Each group also gives ``first_ts``/``last_ts``, the first and last occurrence
+    (ISO UTC, on the client capture's clock: server-capture times minus the clock
+    offset ``theta_ns``), and ``targets``: what it concerns, in the order found, as
+    ``{"kind": "pair" | "connection", "id": ...}`` (a connection of a pair in
+    ``pair_of`` is named by its pair)."""
+    pair_of = pair_of or {}
     groups: dict[str, list] = {}
     for f in analysis.finding_list:
         groups.setdefault(f.code, []).append(f)
@@ -257,6 +278,14 @@ def _verdict(analysis) -> list[dict[str, Any]]:
 
     for code, fs in sorted(groups.items(), key=rank):
         entry = CATALOGUE[code]
+        times = [
+            f.ts_ns - (theta_ns if f.capture == "server" else 0) for f in fs if f.ts_ns is not None
+        ]
+        targets: dict[tuple[str, str], None] = {}
+        for f in fs:
+            for c in f.connections:
+                pid = pair_of.get(c)
+                targets.setdefault(("pair", pid) if pid else ("connection", c), None)
         out.append(
             {
                 "code": code,
@@ -267,24 +296,180 @@ def _verdict(analysis) -> list[dict[str, Any]]:
                 "evidence": _evidence(fs),
                 "reference": entry.reference,
                 "check": entry.check,
+                "first_ts": iso(min(times)) if times else None,
+                "last_ts": iso(max(times)) if times else None,
+                "targets": [{"kind": k, "id": i} for k, i in targets],
             }
         )
     return out
 
 
+_SEVERITY_RANK = {s.label: int(s) for s in Severity}
+
+
+def _delay_percentiles(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    v = sorted(values)
+    return {
+        "count": len(v),
+        "p50": round(percentile(v, 50), 3),
+        "p95": round(percentile(v, 95), 3),
+        "p99": round(percentile(v, 99), 3),
+        "max": round(v[-1], 3),
+    }
+
+
+def _is_upgrade(c: dict[str, Any]) -> bool:
+    req = c["request"]
+    return req is not None and any(
+        (n or "").lower() == "upgrade" and "websocket" in (v or "").lower()
+        for n, v in req["headers"]
+    )
+
+
+def _ended(c: dict[str, Any]) -> str:
+    """How one connection ended, in a few words (its close story's first event)."""
+    story = c["close_story"]
+    first = story["events"][0] if story["events"] else None
+    if first is None:
+        return "no close seen (still open at end of capture)"
+    how = "a close frame" if first["kind"] == "close" else first["kind"].upper()
+    return f"closed by {story['closed_by']} with {how}" + (", clean" if story["clean"] else "")
+
+
+def _top(counter: Counter, n: int) -> list[list[Any]]:
+    """The ``n`` most common entries as ``[value, count]``, the rest as one ``other``."""
+    top = [[k, v] for k, v in counter.most_common(n)]
+    rest = sum(counter.values()) - sum(v for _, v in top)
+    if rest:
+        top.append(["other", rest])
+    return top
+
+
+def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
+    """The numbers a large capture is read by: connections, pairs, WebSockets,
+    refused upgrades, proxy delay percentiles per direction, how connections ended
+    (close codes, close story kinds) and findings per severity."""
+    conns = doc["connections"]
+    roles = [c["role"] for c in doc["captures"]]
+    by_role = Counter(c["capture"] for c in conns)
+    ws = Counter(c["capture"] for c in conns if c["websocket"])
+    upgrades = Counter(c["capture"] for c in conns if _is_upgrade(c))
+    refused = Counter(
+        c["capture"]
+        for c in conns
+        if _is_upgrade(c) and c["response"] is not None and c["response"]["status"] != 101
+    )
+    unanswered = Counter(c["capture"] for c in conns if _is_upgrade(c) and c["response"] is None)
+    delays: list[list[float]] = [[], []]
+    for p in analysis.correlation.pairs if analysis.correlation else []:
+        for m in p.matches:
+            delays[m.direction].append(m.delay_ns(theta_ns) / 1e6)
+    codes: Counter = Counter()
+    ended: Counter = Counter()
+    for c in conns:
+        ended[(c["capture"], _ended(c))] += 1
+        if not c["websocket"]:
+            continue
+        frames = [e for e in c["close_story"]["events"] if e["kind"] == "close"]
+        if not frames:
+            codes["no close frame"] += 1
+        else:
+            codes[str(frames[0]["code"]) if frames[0]["code"] is not None else "no code"] += 1
+    paired = len(doc["pairs"])
+    return {
+        "roles": roles,
+        "connections": {role: by_role.get(role, 0) for role in roles},
+        "connections_total": len(conns),
+        "websocket": {role: ws.get(role, 0) for role in roles},
+        "upgrades": {role: upgrades.get(role, 0) for role in roles},
+        "refused": {role: refused.get(role, 0) for role in roles},
+        "unanswered": {role: unanswered.get(role, 0) for role in roles},
+        "pairs": paired,
+        "unpaired": len(conns) - 2 * paired if analysis.correlation is not None else None,
+        "delay_ms": {d.label: _delay_percentiles(delays[d]) for d in Direction},
+        "close_codes": _top(codes, 8),
+        "ended": [[role, how, n] for (role, how), n in ended.most_common(12)],
+        "ended_other": sum(ended.values()) - sum(n for _, n in ended.most_common(12)),
+        "findings": {
+            s.label: sum(1 for f in analysis.finding_list if f.severity == s)
+            for s in sorted(Severity, reverse=True)
+        },
+    }
+
+
 def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
     """The report's content as plain values: verdict, captures, pairs (with header
     changes and delay statistics), connections and the finding legend. Markdown,
-    HTML and the terminal summary all render this one structure."""
+    HTML and the terminal summary all render this one structure.
+
+    For large captures it also gives ``summary`` (see :func:`_summary`), the pairs
+    worst first (``pairs_ranked``: pairs with findings first, by severity, then by
+    the largest p95 proxy delay), the connections worst first
+    (``connections_ranked``) and ``conn_info`` per connection id (its pair, worst
+    finding severity, finding count and codes). Each pair gains ``severity`` (its
+    worst finding's, None without findings), ``finding_count``, ``finding_codes``
+    and ``delay_p95_ms`` (the larger of both directions' p95, None without matched
+    messages)."""
     doc = to_json(analysis, redact=redact)
     r = Redactor(redact)
-    verdict = _verdict(analysis)
+    corr = analysis.correlation
+    theta_ns = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
+    pair_of: dict[str, str] = {}
+    for p in doc["pairs"]:
+        pair_of[p["client"]] = p["id"]
+        pair_of[p["server"]] = p["id"]
+    verdict = _verdict(analysis, pair_of, theta_ns)
     for v in verdict:
         v["detail"] = r.text(v["detail"])
     conns = {c["id"]: c for c in doc["connections"]}
+
+    # Findings per connection and per pair (a finding naming both legs counts once).
+    conn_worst: dict[str, int] = {}
+    conn_codes: dict[str, dict[str, None]] = {}
+    conn_count: Counter = Counter()
+    pair_worst: dict[str, int] = {}
+    pair_codes: dict[str, dict[str, None]] = {}
+    pair_count: Counter = Counter()
+    for f in analysis.finding_list:
+        sev = int(f.severity)
+        for c in f.connections:
+            conn_worst[c] = max(conn_worst.get(c, sev), sev)
+            conn_codes.setdefault(c, {})[f.code] = None
+            conn_count[c] += 1
+        for pid in {pair_of[c] for c in f.connections if c in pair_of}:
+            pair_worst[pid] = max(pair_worst.get(pid, sev), sev)
+            pair_codes.setdefault(pid, {})[f.code] = None
+            pair_count[pid] += 1
     for p in doc["pairs"]:
         p["client_conn"] = conns[p["client"]]
         p["server_conn"] = conns[p["server"]]
+        worst = pair_worst.get(p["id"])
+        p["severity"] = Severity(worst).label if worst is not None else None
+        p["finding_count"] = pair_count.get(p["id"], 0)
+        p["finding_codes"] = list(pair_codes.get(p["id"], {}))
+        p95 = [s["p95"] for s in p["proxy_delay_ms"].values() if s["p95"] is not None]
+        p["delay_p95_ms"] = max(p95) if p95 else None
+
+    def pair_rank(ip: tuple[int, dict[str, Any]]) -> tuple[int, bool, float, int]:
+        i, p = ip
+        d = p["delay_p95_ms"]
+        return (-pair_worst.get(p["id"], -1), d is None, -(d or 0.0), i)
+
+    def conn_rank(ic: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        i, c = ic
+        return (-conn_worst.get(c["id"], -1), i)
+
+    conn_info = {
+        c["id"]: {
+            "pair": pair_of.get(c["id"]),
+            "severity": Severity(conn_worst[c["id"]]).label if c["id"] in conn_worst else None,
+            "finding_count": conn_count.get(c["id"], 0),
+            "finding_codes": list(conn_codes.get(c["id"], {})),
+        }
+        for c in doc["connections"]
+    }
     used = {v["code"] for v in verdict}
     legend = [
         {
@@ -297,13 +482,16 @@ def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
         for e in CATALOGUE.values()
         if e.code in used
     ]
-    paired = {p["client"] for p in doc["pairs"]} | {p["server"] for p in doc["pairs"]}
     return {
         "transcripts": _transcripts(analysis, doc, r),
         "doc": doc,
         "verdict": verdict,
         "pairs": doc["pairs"],
-        "unpaired": [c for c in doc["connections"] if c["id"] not in paired],
+        "pairs_ranked": [p for _, p in sorted(enumerate(doc["pairs"]), key=pair_rank)],
+        "connections_ranked": [c for _, c in sorted(enumerate(doc["connections"]), key=conn_rank)],
+        "conn_info": conn_info,
+        "summary": _summary(analysis, doc, theta_ns),
+        "unpaired": [c for c in doc["connections"] if c["id"] not in pair_of],
         "legend": legend,
         "two_captures": analysis.server is not None,
         # Pairs come from two captures, or from one holding both legs.
@@ -462,13 +650,16 @@ def _transcript_title(t: dict[str, Any]) -> str:
     return title
 
 
-def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
+def summary_text(analysis, *, redact: bool = True, max_rows: int = 20, color: bool = False) -> str:
     """The terminal summary: captures, connections, pairs, header changes, proxy delay,
-    findings. Plain text; long lists are cut with a note."""
+    findings. Plain text; long lists are cut with a note. ``color`` marks each
+    finding's ``[severity]`` with an ANSI colour (error red, warning yellow, info
+    cyan) for a terminal; never use it for a file."""
     sec = sections(analysis, redact=redact)
     doc = sec["doc"]
     lines: list[str] = []
     out = lines.append
+    severity_at: dict[int, str] = {}  # line index -> severity, coloured at the end
     out("Captures")
     for c in doc["captures"]:
         out(
@@ -533,6 +724,7 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
     out("")
     out(f"Findings: {len(doc['findings'])}")
     for v in sec["verdict"][:max_rows]:
+        severity_at[len(lines)] = v["severity"]
         out(
             f"  [{v['severity']}] {v['code']} x{v['count']}: {v['detail']}"
             + (f"  [{v['evidence']}]" if v["evidence"] else "")
@@ -542,7 +734,15 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20) -> str:
     if not redact:
         out("")
         out("NOTE: credentials are NOT redacted (--no-redact).")
-    return "\n".join(_CONTROL.sub(_escape_control, line) for line in lines) + "\n"
+    # Control characters from the capture are escaped first; the only escape
+    # sequences in the result are the colours added here.
+    shown = [_CONTROL.sub(_escape_control, line) for line in lines]
+    if color:
+        sgr = {"error": "1;31", "warning": "33", "info": "36"}
+        for i, sev in severity_at.items():
+            tag = f"[{sev}]"
+            shown[i] = shown[i].replace(tag, f"\x1b[{sgr.get(sev, '0')}m{tag}\x1b[0m", 1)
+    return "\n".join(shown) + "\n"
 
 
 # --- Markdown ----------------------------------------------------------------------
@@ -685,25 +885,134 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def render_html(analysis, *, redact: bool = True, max_ladders: int = 10) -> str:
+_STRIP_W, _STRIP_H, _STRIP_POINTS = 360, 60, 400
+
+
+def _delay_strip(pair, theta_ns: int) -> dict[str, Any] | None:
+    """A small inline-SVG strip of one pair's proxy delay per matched message: x the
+    time since its first matched message, y the delay; numbers only (no markup), at
+    most :data:`_STRIP_POINTS` points (evenly thinned). None without matches."""
+    pts = sorted((m.client_ts_ns, m.delay_ns(theta_ns) / 1e6, m.direction) for m in pair.matches)
+    if not pts:
+        return None
+    if len(pts) > _STRIP_POINTS:
+        step = len(pts) / _STRIP_POINTS
+        pts = [pts[int(k * step)] for k in range(_STRIP_POINTS)] + [pts[-1]]
+    t0, t1 = pts[0][0], pts[-1][0]
+    lo = min(0.0, min(p[1] for p in pts))
+    hi = max(0.0, max(p[1] for p in pts)) * 1.15
+    span_y = (hi - lo) or 1.0
+    span_t = (t1 - t0) or 1
+    pad = 4
+    w, h = _STRIP_W - 2 * pad, _STRIP_H - 2 * pad
+
+    def y_of(v: float) -> float:
+        return round(pad + h - (v - lo) / span_y * h, 1)
+
+    return {
+        "width": _STRIP_W,
+        "height": _STRIP_H,
+        "zero": y_of(0.0),
+        "points": [
+            (round(pad + (t - t0) / span_t * w, 1), y_of(v), "c2s" if d == C2S else "s2c")
+            for t, v, d in pts
+        ],
+        "max_ms": round(max(p[1] for p in pts), 3),
+        "min_ms": round(lo, 3),
+        "span_s": round((t1 - t0) / 1e9, 3),
+        "count": len(pair.matches),
+    }
+
+
+def _html_id(kind: str, ident: str) -> str:
+    """The element id of a pair (``pair-3``) or a connection (``conn-client-7``)."""
+    return ident if kind == "pair" else f"conn-{ident}"
+
+
+_SCRIPT = (Path(__file__).parent / "templates" / "report.js").read_text(encoding="utf-8")
+"""The report's inline script (sorting and filtering tables), embedded verbatim."""
+
+
+def render_html(
+    analysis,
+    *,
+    redact: bool = True,
+    max_ladders: int = 10,
+    max_pairs: int = 50,
+    max_rows: int = 2000,
+    scatter_limit: int = 5000,
+    max_links: int = 5,
+) -> str:
     """One self-contained HTML file (charts embedded as PNG data URIs, no network
-    fetch), rendered by jinja2 with autoescaping."""
+    fetch), rendered by jinja2 with autoescaping.
+
+    It stays usable for a capture with tens of thousands of connections: summaries
+    and the worst cases first, details collapsed. Detail sections (both handshakes
+    side by side, header changes, delay strip, close story) only for the
+    ``max_pairs`` worst pairs (pairs with findings first, by severity, then by the
+    largest p95 proxy delay), ladder diagrams for the first ``max_ladders`` of those;
+    the pair, connection and finding tables hold at most ``max_rows`` rows (worst
+    first) with a note of how many are not shown (the JSON report has them all);
+    the delay chart is a scatter plot up to ``scatter_limit`` matched messages, else
+    percentile bands over time. Each verdict row links to up to ``max_links`` of
+    the pairs or connections it concerns."""
     import jinja2
 
     from . import charts, tables
 
     sec = sections(analysis, redact=redact)
+    doc = sec["doc"]
+    corr = analysis.correlation
+    theta_ns = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
+    ranked = sec["pairs_ranked"]
+    detailed = ranked[:max_pairs]
+    pair_rows = ranked[:max_rows]
+    conn_rows = sec["connections_ranked"][:max_rows]
+    finding_rows = doc["findings"][:max_rows]
+    transcripts = sec["transcripts"][:max_pairs]
+    in_detail = {p["id"] for p in detailed}
+    anchors = in_detail | {p["id"] for p in pair_rows} | {f"conn-{c['id']}" for c in conn_rows}
+
+    def link(kind: str, ident: str) -> str | None:
+        """The in-page link of a pair or connection, None when not in the page; a
+        connection of a pair shown in the page links to its pair."""
+        if kind == "connection":
+            pid = sec["conn_info"].get(ident, {}).get("pair")
+            if pid in in_detail:
+                return f"#{pid}"
+        html_id = _html_id(kind, ident)
+        return f"#{html_id}" if html_id in anchors else None
+
+    verdict_links: dict[str, dict[str, Any]] = {}
+    for v in sec["verdict"]:
+        shown = []
+        for t in v["targets"]:
+            href = link(t["kind"], t["id"])
+            if href is not None:
+                shown.append({"href": href, "label": t["id"]})
+                if len(shown) == max_links:
+                    break
+        verdict_links[v["code"]] = {"links": shown, "more": len(v["targets"]) - len(shown)}
+
     images: dict[str, str] = {}
-    pair_ids = [p["id"] for p in sec["pairs"]]
     r = Redactor(redact)
-    for pid in pair_ids[:max_ladders]:
-        ev = tables.ladder_table(analysis.correlation, pid)
+    for p in detailed[:max_ladders]:
+        ev = tables.ladder_table(corr, p["id"])
         if redact:  # request labels carry the target: query-string credentials
             ev["label"] = ev["label"].map(r.text).astype("string")
-        images[pid] = _png(charts.plot_ladder(ev, title=pid))
+        images[p["id"]] = _png(charts.plot_ladder(ev, title=p["id"]))
+    by_id = {p.id: p for p in corr.pairs} if corr else {}
+    strips = {p["id"]: _delay_strip(by_id[p["id"]], theta_ns) for p in detailed}
     delay_chart = None
-    if len(analysis.message_matches):
-        delay_chart = _png(charts.plot_proxy_delay(analysis.message_matches))
+    delay_kind = None
+    matches = analysis.message_matches
+    if len(matches):
+        if len(matches) < scatter_limit:
+            delay_chart = _png(charts.plot_proxy_delay(matches))
+            delay_kind = "scatter"
+        else:
+            delay_chart = _png(charts.plot_proxy_delay_distribution(matches))
+            delay_kind = "bands"
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("wsanalyze", "templates"),
         autoescape=True,
@@ -717,12 +1026,41 @@ def render_html(analysis, *, redact: bool = True, max_ladders: int = 10) -> str:
         _CONTROL.sub(_escape_control, ln) for ln in transcript_lines(t)
     ]
     env.filters["transcript_title"] = _transcript_title
+    env.filters["num"] = lambda n: f"{n:,}"
+    env.globals["link"] = link
+    env.globals["severity_rank"] = lambda s: _SEVERITY_RANK.get(s, -1) if s else -1
+    n_pairs, n_conns, n_findings = len(sec["pairs"]), len(doc["connections"]), len(doc["findings"])
+    # The page's one script, allowed by its hash (CSP3 script-src 'sha256-…'): an
+    # inline script or handler that an escaping slip let through would not run.
+    script = _SCRIPT
+    script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return env.get_template("report.html.j2").render(
+        script=markupsafe.Markup(script),
+        script_hash=script_hash,
         sec=sec,
-        doc=sec["doc"],
+        doc=doc,
+        summary=sec["summary"],
         images=images,
+        strips=strips,
         delay_chart=delay_chart,
+        delay_kind=delay_kind,
+        scatter_limit=scatter_limit,
         redact=redact,
         version=__version__,
-        more_ladders=max(0, len(pair_ids) - max_ladders),
+        detailed=detailed,
+        pair_rows=pair_rows,
+        conn_rows=conn_rows,
+        finding_rows=finding_rows,
+        transcripts=transcripts,
+        in_detail=in_detail,
+        verdict_links=verdict_links,
+        hidden={
+            "details": n_pairs - len(detailed),
+            "pairs": n_pairs - len(pair_rows),
+            "connections": n_conns - len(conn_rows),
+            "findings": n_findings - len(finding_rows),
+            "transcripts": len(sec["transcripts"]) - len(transcripts),
+            "ladders": n_pairs - len(images),
+        },
+        unpaired_shown=sec["unpaired"][:max_rows],
     )

@@ -579,3 +579,262 @@ def ladder_table(corr: Correlation | None, pair_id: str, *, max_messages: int = 
     df.attrs["omitted"] = omitted
     df.attrs["pair_id"] = pair_id
     return df
+
+
+# --- documentation: docs/tables.md is generated from SCHEMAS and the text below ------------
+# Regenerate with ``python -m wsanalyze.tables > docs/tables.md`` (a test compares them).
+
+DESCRIPTIONS: dict[str, str] = {
+    "connections": "One row per TCP connection carrying HTTP/1.x or WebSocket, both captures.",
+    "frames": "One row per WebSocket frame (RFC 6455 §5.2), both captures.",
+    "messages": "One row per WebSocket message (reassembled, RFC 6455 §5.4) or control frame.",
+    "pairs": "One row per pair: a client-side connection and the server-side connection "
+    "the proxy opened for it.",
+    "header_changes": "One row per header field the proxy added, removed or modified "
+    "(request and response of each pair).",
+    "message_matches": "One row per message seen on both legs of a pair, with the proxy "
+    "delay corrected by the clock offset.",
+    "findings": "One row per finding, worst first (codes in wsanalyze.catalogue).",
+    "transcript": "One row per message a sub-protocol decoder gave text for (e.g. the stdin, "
+    "stdout, stderr and exit status of a `kubectl exec` session), in time order per "
+    "connection.",
+    "ladder": "The events of one pair for a ladder diagram: "
+    "`tables.ladder_table(analysis.correlation, pair_id)`, drawn by `charts.plot_ladder`; "
+    "not exported by `to_parquet`.",
+}
+"""One line per table of :func:`tables_markdown`."""
+
+_SHARED_DOCS: dict[str, str] = {
+    "connection_id": "the connection's id, unique across both captures: "
+    '`"<capture>-<tcp_index>"`, e.g. `"client-3"`',
+    "capture": "the capture the row comes from: `client` (client ↔ proxy) or `server` "
+    "(proxy ↔ server)",
+    "direction": "`client_to_server` or `server_to_client`, relative to that leg's own "
+    "client (on the server leg the proxy is the client)",
+    "ts": "time of the packet carrying the last byte",
+    "first_ts": "time of the packet carrying the first byte",
+    "first_packet": "1-based number, in its capture, of the packet carrying the first byte",
+    "last_packet": "1-based number, in its capture, of the packet carrying the last byte",
+    "opcode": "RFC 6455 §5.2 opcode name (`reserved_0x3` ... for reserved opcodes)",
+    "pair_id": 'the pair\'s id, `"pair-<n>"`',
+    "client_connection_id": "the connection on the client leg (client ↔ proxy)",
+    "server_connection_id": "the connection on the server leg (proxy ↔ server)",
+}
+
+COLUMN_DOCS: dict[str, dict[str, str]] = {
+    "connections": {
+        "tcp_index": "1-based TCP connection number in its capture",
+        "client": '"ip:port" of the side that opened the TCP connection',
+        "server": '"ip:port" of the side that accepted it',
+        "first_ts": "time of the connection's first packet",
+        "last_ts": "time of the connection's last packet",
+        "syn_seen": "the TCP three-way handshake was captured",
+        "rtt_ms": "SYN → ACK of the TCP handshake at the capture point; NaN if unseen",
+        "method": "method of the first HTTP request (the WebSocket handshake), NA if none",
+        "target": "request-target of that request (NOT redacted)",
+        "http_version": 'HTTP version of that request, e.g. "HTTP/1.1"',
+        "status": "status of the WebSocket handshake response (or first response); NA if none",
+        "requests": "HTTP requests seen on the connection",
+        "websocket": "RFC 6455 §4.2.2 handshake succeeded (or WebSocket frames recognised "
+        "without a captured handshake)",
+        "subprotocol": "negotiated Sec-WebSocket-Protocol, NA if none",
+        "extensions": "negotiated extension names, comma-separated, NA if none",
+        "client_to_server_bytes": "TCP payload bytes delivered, client to server",
+        "server_to_client_bytes": "TCP payload bytes delivered, server to client",
+        "client_to_server_frames": "WebSocket frames, client to server",
+        "server_to_client_frames": "WebSocket frames, server to client",
+        "client_to_server_messages": "WebSocket messages and control frames, client to server",
+        "server_to_client_messages": "WebSocket messages and control frames, server to client",
+        "close_code_client_to_server": "code of the first close frame client to server; NA if "
+        "none or no code",
+        "close_code_server_to_client": "code of the first close frame server to client; NA if "
+        "none or no code",
+        "first_close_from": "direction of the first close frame; NA without close frames",
+        "first_fin_from": '"ip:port" that sent the first FIN; NA if none',
+        "rst_from": '"ip:port[, ip:port]" that sent a RST; NA if none',
+        "closed_by": '"client", "server" or "unknown": sender of the first close frame, FIN or RST',
+        "close_clean": "both close frames exchanged before the TCP close (WebSocket only, else NA)",
+        "close_echoed": "the first close frame was answered (RFC 6455 §5.5.1); NA without "
+        "close frames",
+        "close_echo_ms": "delay of that answer; NaN if none",
+        "idle_before_close_s": "silence before the first close event, seconds; NaN if none",
+        "close_code_at_client": "the close code the client end reports (RFC 6455 §7.1.5: "
+        "1005 no code, 1006 when no close frame arrived); NA if not closed",
+        "close_code_at_server": "the close code the server end reports (same rules)",
+        "open_at_end": "no close event before the capture ended",
+        "close_story": "how the connection ended, one line (see wsanalyze.closing)",
+        "gaps": "TCP sequence holes (bytes never captured), both directions",
+        "gap_bytes": "bytes in those holes",
+        "undecodable_bytes": "bytes seen but not decodable as HTTP/1.x or WebSocket, both "
+        "directions",
+        "findings": "findings attached to this connection",
+    },
+    "frames": {
+        "ts": "time of the packet carrying the frame's last byte",
+        "first_ts": "time of the packet carrying the frame's first byte",
+        "offset": "stream offset of the first header byte in its direction, bytes",
+        "fin": "FIN bit: last frame of a message",
+        "rsv1": "RSV1 bit (permessage-deflate: compressed message, RFC 7692 §6)",
+        "rsv2": "RSV2 bit",
+        "rsv3": "RSV3 bit",
+        "masked": "MASK bit (client frames must be masked, RFC 6455 §5.3)",
+        "masking_key": "masking key, hex; NA when unmasked",
+        "header_bytes": "frame header length, bytes (2 to 14)",
+        "payload_bytes": "payload length as declared in the header (RFC 6455 §5.2)",
+        "complete": "the whole frame was captured (False when a gap or the capture end cut it)",
+    },
+    "messages": {
+        "message_index": "index in the connection's messages, both directions, time order "
+        "(what `message_matches` refers to)",
+        "ts": "time of the packet carrying the message's last byte",
+        "first_ts": "time of the packet carrying the message's first byte",
+        "frame_count": "frames the message was made of",
+        "payload_bytes": "reassembled payload length (RFC 6455 §5.4), decompressed when compressed",
+        "compressed": "RSV1 set: permessage-deflate (RFC 7692 §6)",
+        "wire_bytes": "payload bytes on the wire when compressed, else NA",
+        "decompressed": "compressed only: False when the deflate context was lost; else NA",
+        "digest": "BLAKE2b-128 of the payload, hex (matches a message across the proxy)",
+        "preview": "first bytes of the payload: text as UTF-8 (replacement characters), a close "
+        "frame's reason, binary as hex (NOT redacted)",
+        "close_code": "close frames: the status code; else NA",
+        "close_reason": "close frames: the reason; else NA",
+        "utf8_valid": "text messages and close reasons: valid UTF-8 (RFC 6455 §8.1); else NA",
+        "complete": "the whole message was captured (False when a gap cut it)",
+        "channel": "sub-protocol channel (Kubernetes: 0 stdin, 1 stdout, 2 stderr, 3 status, "
+        "4 resize), else NA",
+        "kind": 'message type in the negotiated sub-protocol ("stdout", "PUBLISH"), else NA',
+    },
+    "pairs": {
+        "confidence": "confidence of the pairing, 0..1 (grows with `score`)",
+        "score": "sum of the evidence scores (see wsanalyze.correlate)",
+        "evidence": "comma-separated names of the evidence that matched",
+        "client": 'the client on the client leg, "ip:port"',
+        "proxy_listener": 'what the client connected to (the proxy), "ip:port"',
+        "proxy_source": 'the proxy\'s source address on the server leg, "ip:port"',
+        "server": 'the server on the server leg, "ip:port"',
+        "target": "request-target on the client leg (NOT redacted)",
+        "client_status": "handshake response status on the client leg; NA if none",
+        "server_status": "handshake response status on the server leg; NA if none",
+        "websocket_client": "the client leg became a WebSocket",
+        "websocket_server": "the server leg became a WebSocket",
+        "messages_matched": "messages seen on both legs (rows of `message_matches`)",
+        "header_changes": "header fields changed by the proxy (rows of `header_changes`)",
+        "client_to_server_delay_p50_ms": "median proxy delay, client to server, ms; NaN if "
+        "no message",
+        "server_to_client_delay_p50_ms": "median proxy delay, server to client, ms; NaN if "
+        "no message",
+    },
+    "header_changes": {
+        "message": "`request` or `response` (of the WebSocket handshake)",
+        "change": "`added`, `removed` or `modified`, in the direction of travel of the message",
+        "name": "header field name as on the wire",
+        "client_value": "value on the client leg; NA when absent there (NOT redacted)",
+        "server_value": "value on the server leg; NA when absent there (NOT redacted)",
+    },
+    "message_matches": {
+        "client_message_index": "`message_index` of the message on the client leg",
+        "server_message_index": "`message_index` of the message on the server leg",
+        "payload_bytes": "payload length, bytes",
+        "client_ts": "time of the message on the client leg, client capture's clock",
+        "server_ts": "time of the message on the server leg, server capture's clock",
+        "proxy_delay_ms": "time the proxy took to forward it (seen on the outgoing leg minus seen "
+        "on the incoming leg), ms, corrected by the clock offset",
+    },
+    "findings": {
+        "code": "stable snake_case code (wsanalyze.catalogue explains each)",
+        "severity": "`info` < `warning` < `error` (ordered: `findings[findings.severity >= "
+        '"warning"]` works)',
+        "reference": 'RFC section or "heuristic"',
+        "detail": "one line, `expected=..., found=...` where that applies (NOT redacted)",
+        "connections": "comma-separated connection ids",
+        "capture": 'the capture whose packet numbers "packets" lists; NA if none',
+        "packets": "comma-separated 1-based packet numbers (evidence)",
+        "direction": "direction the finding is about; NA if none",
+        "offset": "stream offset in that direction, bytes; NA if none",
+        "ts": "time of the evidence; NaT if none",
+    },
+    "transcript": {
+        "ts": "time of the packet carrying the message's last byte",
+        "channel": "sub-protocol channel, NA when the sub-protocol has none",
+        "kind": '"stdin", "stdout", "stderr", "status", "resize", "close_stream", ...',
+        "text": "decoded content (UTF-8, replacement characters), a few KiB at most (NOT redacted)",
+    },
+    "ladder": {
+        "leg": '"client" (client ↔ proxy) or "server" (proxy ↔ server)',
+        "ts": "on the client capture's clock (server leg moved by the clock offset)",
+        "kind": "request, response, text, binary, ping, pong, close, fin, rst",
+        "label": "the arrow's label",
+        "payload_bytes": "messages: payload length; else NA",
+    },
+}
+"""Per table, a description of each column (``_SHARED_DOCS`` for columns that mean
+the same in every table)."""
+
+
+def column_doc(table: str, column: str) -> str:
+    """The description of ``column`` of ``table`` ("" when undocumented)."""
+    return COLUMN_DOCS.get(table, {}).get(column) or _SHARED_DOCS.get(column, "")
+
+
+def _dtype_doc(dtype: Any) -> str:
+    if isinstance(dtype, pd.CategoricalDtype):
+        cats = " < " if dtype.ordered else ", "
+        kind = "ordered categorical" if dtype.ordered else "categorical"
+        return f"{kind}: {cats.join(f'`{c}`' for c in dtype.categories)}"
+    return f"`{dtype}`"
+
+
+def tables_markdown() -> str:
+    """docs/tables.md: every table of :data:`SCHEMAS` (and the ladder table) with its
+    columns, dtypes and descriptions."""
+    out = [
+        "# Tables",
+        "",
+        "<!-- Generated by `python -m wsanalyze.tables > docs/tables.md` from "
+        "wsanalyze/tables.py; do not edit by hand. -->",
+        "",
+        "`wsanalyze.analyze(client, server)` returns an `Analysis` whose attributes "
+        "below are pandas DataFrames with exactly these columns, in this order, with "
+        "these dtypes, also when empty (never None). `Analysis.tables()` returns them "
+        "all by name; `Analysis.to_parquet(directory)` writes each to "
+        "`<table>.parquet`.",
+        "",
+        "Conventions:",
+        "",
+        "- timestamps are `datetime64[ns, UTC]` (`NaT` when unknown); sizes are bytes "
+        "(`*_bytes`); delays are milliseconds (`*_ms`, `float64`, `NaN` when unknown);",
+        "- `string` is pandas' nullable string dtype, `Int64` and `boolean` are nullable "
+        "(`<NA>` when not applicable); `int64` and `bool` columns are never NA, `float64` "
+        "columns use `NaN`;",
+        "- `direction` is relative to each leg's own client: on the server leg the proxy "
+        "is the client;",
+        "- the tables are NOT redacted: targets, header values, previews and transcripts "
+        "are as captured (the reports, `Analysis.summary()` and the notebook display "
+        "redact credentials);",
+        "- Parquet cannot store the categories of a categorical column in a table with "
+        "no rows: `pd.read_parquet` then gives an empty category list, "
+        "`Analysis.read_parquet(directory)` restores the declared dtypes.",
+        "",
+    ]
+    names = [*SCHEMAS, "ladder"]
+    out.append("| table | description |")
+    out.append("|---|---|")
+    for name in names:
+        out.append(f"| [`{name}`](#{name}) | {DESCRIPTIONS[name]} |")
+    out.append("")
+    for name in names:
+        schema = SCHEMAS.get(name, LADDER)
+        attr = f"`Analysis.{name}`" if name in SCHEMAS else "`tables.ladder_table(...)`"
+        out += [f"## {name}", "", f"{attr}: {DESCRIPTIONS[name]}", ""]
+        out += ["| column | dtype | description |", "|---|---|---|"]
+        for col, dtype in schema.items():
+            doc = column_doc(name, col).replace("|", "\\|")
+            out.append(f"| `{col}` | {_dtype_doc(dtype)} | {doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(tables_markdown())
