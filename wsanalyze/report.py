@@ -13,6 +13,7 @@ import hashlib
 import io
 import re
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -650,23 +651,9 @@ def _transcript_title(t: dict[str, Any]) -> str:
     return title
 
 
-def summary_text(analysis, *, redact: bool = True, max_rows: int = 20, color: bool = False) -> str:
-    """The terminal summary: captures, connections, pairs, header changes, proxy delay,
-    findings. Plain text; long lists are cut with a note. ``color`` marks each
-    finding's ``[severity]`` with an ANSI colour (error red, warning yellow, info
-    cyan) for a terminal; never use it for a file."""
-    sec = sections(analysis, redact=redact)
+def _summary_in_detail(sec: dict[str, Any], out: Callable[[str], None], max_rows: int) -> None:
+    """Connections and pairs one by one: for a few connections."""
     doc = sec["doc"]
-    lines: list[str] = []
-    out = lines.append
-    severity_at: dict[int, str] = {}  # line index -> severity, coloured at the end
-    out("Captures")
-    for c in doc["captures"]:
-        out(
-            f"  {c['role']:<6} {c['path']}  packets={c['packets']}  "
-            f"{c['first_ts'] or '-'} .. {c['last_ts'] or '-'}"
-        )
-    out("")
     out(f"Connections carrying HTTP/WebSocket: {len(doc['connections'])}")
     for c in doc["connections"][:max_rows]:
         ws = "websocket" if c["websocket"] else "http"
@@ -712,6 +699,82 @@ def summary_text(analysis, *, redact: bool = True, max_rows: int = 20, color: bo
                 f"  unpaired: {', '.join(unpaired[:max_rows])}"
                 + (" ..." if len(unpaired) > max_rows else "")
             )
+
+
+def _summary_at_scale(sec: dict[str, Any], out: Callable[[str], None], max_rows: int) -> None:
+    """Connections and pairs as distributions, with the worst pairs: for thousands."""
+    doc, summ = sec["doc"], sec["summary"]
+    out(f"Connections carrying HTTP/WebSocket: {summ['connections_total']}")
+    for role in summ["roles"]:
+        out(
+            f"  {role:<6} {summ['connections'][role]} connections: "
+            f"{summ['websocket'][role]} WebSocket, {summ['upgrades'][role]} upgrades requested, "
+            f"{summ['refused'][role]} refused, {summ['unanswered'][role]} unanswered"
+        )
+    if not sec["show_pairs"]:
+        return
+    out("")
+    theta = doc["clock_offset_ms"] if sec["two_captures"] else None
+    if theta:
+        out(
+            f"Clock offset (server capture - client capture): {theta['estimate']:.3f} ms "
+            f"(bounds {theta['low']} .. {theta['high']} ms)"
+        )
+    out(f"Pairs (client side <-> server side): {summ['pairs']} ({summ['unpaired']} unpaired)")
+    for d, label in (("client_to_server", "c->s"), ("server_to_client", "s->c")):
+        st = summ["delay_ms"][d]
+        if st["count"]:
+            out(
+                f"  proxy delay ms {label} over all pairs: n={st['count']} p50={st['p50']:.3f} "
+                f"p95={st['p95']:.3f} p99={st['p99']:.3f} max={st['max']:.3f}"
+            )
+    if summ["close_codes"]:
+        out("  close codes: " + ", ".join(f"{c} x{n}" for c, n in summ["close_codes"][:8]))
+    for role, how, n in summ["ended"][:6]:
+        out(f"  {role} leg {how}: {n}")
+    changes: Counter[tuple[str, str, str]] = Counter()
+    for p in sec["pairs"]:
+        for h in p["header_changes"]:
+            changes[(h["message"], h["change"], h["name"].lower())] += 1
+    if changes:
+        out("  header changes across pairs:")
+        for (msg, change, name), n in changes.most_common(10):
+            out(f"    {msg} {change} {name}: {n} pairs")
+    worst = sec["pairs_ranked"][: min(10, max_rows)]
+    out(f"  worst pairs (findings first, then p95 delay), {len(worst)} of {summ['pairs']}:")
+    for p in worst:
+        cc, sc = p["client_conn"], p["server_conn"]
+        codes = ", ".join(p["finding_codes"][:3]) or "no findings"
+        p95 = p["delay_p95_ms"]
+        out(
+            f"    {p['id']}: {cc['src']} <=> {sc['src']}  {_target(cc)} -> {_status(sc)}; "
+            f"{codes}; p95 delay {'-' if p95 is None else f'{p95:.3f} ms'}"
+        )
+    out("  every pair and message: --json FILE, --html FILE, or focus with --port/--connection")
+
+
+def summary_text(analysis, *, redact: bool = True, max_rows: int = 20, color: bool = False) -> str:
+    """The terminal summary: captures, connections, pairs, header changes, proxy delay,
+    findings. Plain text; long lists are cut with a note. ``color`` marks each
+    finding's ``[severity]`` with an ANSI colour (error red, warning yellow, info
+    cyan) for a terminal; never use it for a file."""
+    sec = sections(analysis, redact=redact)
+    doc = sec["doc"]
+    lines: list[str] = []
+    out = lines.append
+    severity_at: dict[int, str] = {}  # line index -> severity, coloured at the end
+    out("Captures")
+    for c in doc["captures"]:
+        out(
+            f"  {c['role']:<6} {c['path']}  packets={c['packets']}  "
+            f"{c['first_ts'] or '-'} .. {c['last_ts'] or '-'}"
+        )
+    out("")
+    if len(sec["pairs"]) > max_rows or len(doc["connections"]) > 2 * max_rows:
+        # Thousands of connections: distributions and the worst cases, not lists.
+        _summary_at_scale(sec, out, max_rows)
+    else:
+        _summary_in_detail(sec, out, max_rows)
     if sec["transcripts"]:
         out("")
         out("Transcripts (sub-protocol messages):")
