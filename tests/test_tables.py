@@ -82,6 +82,10 @@ def test_no_websocket_tables(name, two, plain):
     assert_schema(df, tables.SCHEMAS[name], name)
     if name in ("frames", "messages", "message_matches", "transcript"):
         assert len(df) == 0
+    if name == "handshake_timings":
+        assert len(df) == (1 if two else 0)  # one per pair
+    if name == "behaviour":
+        assert len(df) == (2 if two else 0)  # one per pair and direction
     if name == "connections":
         # the HTTP connection is listed, the SSH one is not
         per_capture = 1
@@ -103,6 +107,8 @@ EMPTY = {
     "message_matches": lambda: tables.message_matches_table(None),
     "findings": lambda: tables.findings_table([]),
     "transcript": lambda: tables.transcript_table([]),
+    "handshake_timings": lambda: __import__("wsanalyze.timing").timing.handshake_timing_table(None),
+    "behaviour": lambda: __import__("wsanalyze.behaviour").behaviour.behaviour_table(None),
 }
 
 

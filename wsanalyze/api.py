@@ -34,6 +34,10 @@ class Analysis:
     - ``header_changes`` (:data:`~wsanalyze.tables.HEADER_CHANGES`);
     - ``message_matches`` (:data:`~wsanalyze.tables.MESSAGE_MATCHES`): proxy delay
       per matched message;
+    - ``behaviour`` (:data:`~wsanalyze.behaviour.BEHAVIOUR`): per pair and direction,
+      what the proxy did to the messages (dropped, injected, modified, ...);
+    - ``handshake_timings`` (:data:`~wsanalyze.timing.HANDSHAKE_TIMINGS`): where each
+      pair's opening handshake spent its time;
     - ``transcript`` (:data:`~wsanalyze.tables.TRANSCRIPT`): what the negotiated
       sub-protocol carried, e.g. a ``kubectl exec`` session's stdin, stdout,
       stderr and exit status;
@@ -107,6 +111,18 @@ class Analysis:
         from . import tables  # pandas is imported on first use only
 
         return tables.message_matches_table(self.correlation)
+
+    @cached_property
+    def behaviour(self) -> pd.DataFrame:
+        from .behaviour import behaviour_table
+
+        return behaviour_table(self.correlation)
+
+    @cached_property
+    def handshake_timings(self) -> pd.DataFrame:
+        from .timing import handshake_timing_table
+
+        return handshake_timing_table(self.correlation)
 
     @cached_property
     def transcript(self) -> pd.DataFrame:

@@ -571,6 +571,83 @@ _ENTRIES: list[Entry] = [
     ),
     # --- the proxy, both legs (correlate.py, diagnose.py) ---
     Entry(
+        "proxy_clock_drift",
+        W,
+        "heuristic",
+        "The clock offset between the two captures changes over the capture (fitted as "
+        "a line through per-window offset bounds): one capture host's clock runs fast or "
+        "slow. Delays were corrected by the offset at each message's time.",
+        "NTP/chrony on both capture hosts (`chronyc tracking`); a large drift can also "
+        "mean a few false message matches.",
+    ),
+    # message behaviour across the proxy (behaviour.py)
+    Entry(
+        "proxy_message_injected",
+        W,
+        "heuristic",
+        "A data message on the destination leg has no source on the other leg: the proxy "
+        "(or a plugin, WAF or filter in it) sent a message of its own.",
+        "Proxy plugins or scripts that write to the WebSocket (Envoy/Lua/Wasm filters, "
+        "nginx njs/OpenResty, HAProxy Lua); or the source leg's capture starts late.",
+    ),
+    Entry(
+        "proxy_message_modified",
+        W,
+        "heuristic",
+        "Between two messages forwarded unchanged, a message of one leg and a message of "
+        "the same type on the other leg differ (payload digest after decompression): "
+        "the proxy rewrote the payload.",
+        "Content filters, WAF or DLP rules, message-rewriting plugins; a permessage-deflate "
+        "context that could not be followed (then the digests are over the wire bytes).",
+    ),
+    Entry(
+        "proxy_message_refragmented",
+        I,
+        "RFC 6455 §5.4",
+        "A message was forwarded with the same payload but another number of frames; "
+        "intermediaries may change fragmentation when no extension forbids it.",
+        "Only a problem for a peer that wrongly treats frames as messages; proxy buffer "
+        "sizes (e.g. nginx `proxy_buffer_size`) decide where frames are cut.",
+    ),
+    Entry(
+        "proxy_messages_coalesced",
+        W,
+        "RFC 6455 §5.4 / heuristic",
+        "Two or more consecutive messages of one leg arrive as ONE message on the other "
+        "(lengths add up; with kept payloads the digest is checked): message boundaries "
+        "were lost across the proxy.",
+        "A proxy that relays bytes of the payload but rebuilds frames (a non-WebSocket-aware "
+        "TCP/HTTP relay terminating WebSocket on both sides); the application's framing.",
+    ),
+    Entry(
+        "proxy_message_split",
+        W,
+        "RFC 6455 §5.4 / heuristic",
+        "One message of one leg arrives as two or more messages on the other (lengths add "
+        "up; with kept payloads the digest is checked): fragments were forwarded as "
+        "separate messages.",
+        "A proxy that forwards each frame as a message (FIN bit set on fragments) or cuts "
+        "large messages at a buffer size.",
+    ),
+    Entry(
+        "proxy_answers_pings",
+        I,
+        "RFC 6455 §5.5.2 / §5.5.3",
+        "A ping on one leg was answered by a pong on the same leg and never reached the "
+        "other leg: the proxy answers pings itself, so they do not test the far end.",
+        "Keep-alives measure only the hop to the proxy; use application-level heartbeats "
+        "to check the backend.",
+    ),
+    Entry(
+        "server_fan_out",
+        I,
+        "heuristic",
+        "The same server → client message (same digest) was sent on many server-side "
+        "connections within a short window: one update pushed to every subscriber; the "
+        "detail gives the spread and the slowest copy's proxy delay.",
+        "The slowest connection's proxy delay if clients report late updates.",
+    ),
+    Entry(
         "proxy_protocol_header",
         I,
         "HAProxy PROXY protocol v1/v2",

@@ -37,6 +37,7 @@ by it.
 
 from __future__ import annotations
 
+import gc
 import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
@@ -116,8 +117,11 @@ class MessageMatch:
     opcode: int
     payload_len: int
 
-    def delay_ns(self, clock_offset_ns: int) -> int:
-        """Proxy delay in ns, corrected by θ (server clock − client clock)."""
+    def delay_ns(self, clock_offset_ns: int | ClockOffset) -> int:
+        """Proxy delay in ns, corrected by θ (server clock − client clock): an int θ,
+        or a :class:`ClockOffset`, whose θ is taken at this message's time (drift)."""
+        if isinstance(clock_offset_ns, ClockOffset):
+            clock_offset_ns = clock_offset_ns.at(self.client_ts_ns)
         if self.direction == C2S:
             return self.server_ts_ns - clock_offset_ns - self.client_ts_ns
         return self.client_ts_ns - (self.server_ts_ns - clock_offset_ns)
@@ -148,6 +152,13 @@ class ClockOffset:
     ``low``/``high`` are the bounds ``max(Δ_down)`` and ``min(Δ_up)`` (None when no
     sample in that direction); ``estimate`` their middle, or the imposed value;
     ``consistent`` is False when ``low > high``.
+
+    Over a long capture (samples spread over more than :data:`DRIFT_MIN_SPAN_NS`)
+    θ is a line, ``θ(t) = estimate + drift_ppm·10⁻⁶·(t − ref_ts_ns)``: then
+    ``drift_ppm`` is the fitted rate, ``ref_ts_ns`` the (client-clock) time at which
+    ``estimate``/``low``/``high`` hold (the middle of the samples), the bounds being
+    those of the samples with the drift removed; ``span_ns`` is the time the samples
+    cover. Use :meth:`at` for θ at a given time.
     """
 
     estimate_ns: int
@@ -156,10 +167,38 @@ class ClockOffset:
     samples_up: int
     samples_down: int
     imposed: bool = False
+    drift_ppm: float | None = None
+    ref_ts_ns: int | None = None
+    span_ns: int = 0
 
     @property
     def consistent(self) -> bool:
         return self.low_ns is None or self.high_ns is None or self.low_ns <= self.high_ns
+
+    def at(self, ts_ns: int) -> int:
+        """θ in ns at time ``ts_ns`` (either capture's clock: the difference is
+        negligible at ppm rates); the constant estimate when there is no drift."""
+        if not self.drift_ppm or self.ref_ts_ns is None:
+            return self.estimate_ns
+        return self.estimate_ns + round(self.drift_ppm * 1e-6 * (ts_ns - self.ref_ts_ns))
+
+    @property
+    def drift_significant(self) -> bool:
+        """The fitted drift is above :data:`DRIFT_MIN_PPM` and moves θ by more than
+        :data:`DRIFT_MIN_NS` over the capture."""
+        return (
+            self.drift_ppm is not None
+            and abs(self.drift_ppm) > DRIFT_MIN_PPM
+            and abs(self.drift_ppm) * 1e-6 * self.span_ns > DRIFT_MIN_NS
+        )
+
+
+DRIFT_MIN_SPAN_NS = 60_000_000_000
+"""Samples must cover more than this (60 s) for θ to be fitted as a line."""
+DRIFT_MIN_PPM = 20.0
+DRIFT_MIN_NS = 1_000_000
+"""A drift is reported (``proxy_clock_drift``) above 20 ppm and 1 ms over the capture."""
+_DRIFT_WINDOWS = 16
 
 
 @dataclass(slots=True)
@@ -284,7 +323,7 @@ def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, l
         score += 0.5
         ev.append("x_forwarded_for")
     if timing is not None:
-        t = timing.score(s.ts_ns - c.ts_ns)
+        t = timing.score(s.ts_ns - c.ts_ns - timing.shift(c.ts_ns))
         if t > 0.01:
             score += t
             ev.append(f"timing({t:.2f})")
@@ -296,11 +335,19 @@ class _Timing:
     """Where the server-side request of a true pair falls relative to the client-side
     one: ``Δ = t_server − t_client = θ + d`` with d the proxy's forwarding delay
     (including a new server-side TCP connect). ``low``/``high`` bound the plausible
-    Δ in ns; ``slack`` is the decay scale outside them."""
+    Δ in ns; ``slack`` is the decay scale outside them. With a clock drift, Δ is
+    first corrected by :meth:`shift` (θ(t) − θ(ref))."""
 
     low: int
     high: int
     slack: int
+    rate_ppm: float = 0.0
+    ref_ts_ns: int = 0
+
+    def shift(self, ts_ns: int) -> int:
+        if not self.rate_ppm:
+            return 0
+        return round(self.rate_ppm * 1e-6 * (ts_ns - self.ref_ts_ns))
 
     def score(self, delta: int) -> float:
         if self.low <= delta <= self.high:
@@ -323,10 +370,12 @@ def _timing_from_anchors(anchors: list[tuple[_Features, _Features]], theta: Cloc
     lo = theta.low_ns if theta.low_ns is not None else est
     hi = theta.high_ns if theta.high_ns is not None else est
     lo, hi = min(lo, hi), max(lo, hi)
-    fwd = [s.ts_ns - c.ts_ns - est for c, s in anchors]
+    fwd = [s.ts_ns - c.ts_ns - theta.at(c.ts_ns) for c, s in anchors]
     d_max = max([0, *fwd])
     slack = max(_MIN_SLACK, 2 * d_max)
-    return _Timing(lo - _MIN_SLACK // 5, hi + d_max + slack, slack)
+    rate = theta.drift_ppm or 0.0
+    ref = theta.ref_ts_ns if theta.ref_ts_ns is not None else 0
+    return _Timing(lo - _MIN_SLACK // 5, hi + d_max + slack, slack, rate, ref)
 
 
 def _timing_from_mode(cf: list[_Features], sf: list[_Features]) -> _Timing | None:
@@ -399,21 +448,78 @@ def _samples(pair: Pair) -> tuple[list[int], list[int]]:
     return up, down
 
 
+def _timed_samples(pair: Pair) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(client-clock time, Δ) samples: (up, down)."""
+    up: list[tuple[int, int]] = []
+    down: list[tuple[int, int]] = []
+    creq, cresp = pair.client.exchange
+    sreq, sresp = pair.server.exchange
+    if creq is not None and sreq is not None:
+        up.append((creq.ts_ns, sreq.ts_ns - creq.ts_ns))
+        if cresp is not None and sresp is not None:
+            down.append((cresp.ts_ns, sresp.ts_ns - cresp.ts_ns))
+    for m in pair.matches:
+        (up if m.direction == C2S else down).append(
+            (m.client_ts_ns, m.server_ts_ns - m.client_ts_ns)
+        )
+    return up, down
+
+
+def _fit_drift(
+    up: list[tuple[int, int]], down: list[tuple[int, int]], t0: int, t1: int
+) -> float | None:
+    """Rate (ppm) of θ over [t0, t1]: per time window, the middle of its bounds
+    (max Δ_down, min Δ_up) at the window's middle; a least-squares line through
+    those points. None with fewer than three windows having both bounds."""
+    width = (t1 - t0) / _DRIFT_WINDOWS
+    lo: dict[int, int] = {}
+    hi: dict[int, int] = {}
+    for t, d in up:
+        w = min(int((t - t0) / width), _DRIFT_WINDOWS - 1)
+        hi[w] = min(hi.get(w, d), d)
+    for t, d in down:
+        w = min(int((t - t0) / width), _DRIFT_WINDOWS - 1)
+        lo[w] = max(lo.get(w, d), d)
+    pts = [((w + 0.5) * width, (lo[w] + hi[w]) / 2) for w in sorted(lo.keys() & hi.keys())]
+    if len(pts) < 3:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    if sxx <= 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx * 1e6
+
+
 def estimate_clock_offset(pairs: list[Pair], imposed_ns: int | None = None) -> ClockOffset | None:
     """Bounds and estimate of θ from the handshakes and matched messages of ``pairs``.
 
+    When the samples cover more than :data:`DRIFT_MIN_SPAN_NS`, θ is fitted as a
+    line (see :class:`ClockOffset`): the bounds are then those of the samples with
+    the fitted drift removed, at the middle of the samples. An imposed θ is constant.
     Returns None when there is no sample and nothing imposed.
     """
-    up: list[int] = []
-    down: list[int] = []
+    up: list[tuple[int, int]] = []
+    down: list[tuple[int, int]] = []
     for p in pairs:
-        u, d = _samples(p)
+        u, d = _timed_samples(p)
         up.extend(u)
         down.extend(d)
-    high = min(up) if up else None
-    low = max(down) if down else None
+    times = [t for t, _ in up] + [t for t, _ in down]
+    span = max(times) - min(times) if times else 0
+    drift = ref = None
+    if imposed_ns is None and span > DRIFT_MIN_SPAN_NS:
+        t0 = min(times)
+        drift = _fit_drift(up, down, t0, t0 + span)
+        if drift is not None:
+            ref = t0 + span // 2
+            rate = drift * 1e-6
+            up = [(t, d - round(rate * (t - ref))) for t, d in up]
+            down = [(t, d - round(rate * (t - ref))) for t, d in down]
+    high = min(d for _, d in up) if up else None
+    low = max(d for _, d in down) if down else None
     if imposed_ns is not None:
-        return ClockOffset(imposed_ns, low, high, len(up), len(down), imposed=True)
+        return ClockOffset(imposed_ns, low, high, len(up), len(down), imposed=True, span_ns=span)
     if low is None and high is None:
         return None
     if low is None:
@@ -423,7 +529,9 @@ def estimate_clock_offset(pairs: list[Pair], imposed_ns: int | None = None) -> C
     else:
         est = (low + high) // 2
     assert est is not None
-    return ClockOffset(est, low, high, len(up), len(down))
+    return ClockOffset(
+        est, low, high, len(up), len(down), drift_ppm=drift, ref_ts_ns=ref, span_ns=span
+    )
 
 
 # --- header changes ----------------------------------------------------------------
@@ -470,44 +578,89 @@ def _join(values: list[bytes]) -> str:
 # --- pairing -------------------------------------------------------------------------
 
 
-def _candidates(
-    cf: list[_Features], sf: list[_Features], timing: _Timing | None
-) -> dict[int, list[int]]:
-    """Server-side candidates per client-side connection: the same
-    Sec-WebSocket-Key; a rare message digest in common; the same method and path
-    within the timing window (or, without timing, in a bucket small enough to
-    score whole). Keeps the number of scored edges near-linear."""
+_RARE_DIGEST = 8
+"""A digest on more server-side connections than this says little: not indexed."""
+
+_WINDOW_ONLY_MAX = 3.5
+"""The most a candidate found only by the time window (no shared key, rare digest or
+PROXY protocol endpoint) can score besides its common digests: request target 1,
+end-to-end headers 1, timing 1, X-Forwarded-For 0.5."""
+
+
+@dataclass(slots=True)
+class _Index:
+    """Server-side indexes for candidate search, and per connection the number of
+    its digests too common to index (they bound what a window-only rival scores)."""
+
+    by_key: dict[bytes, list[int]]
+    by_digest: dict[tuple[int, int, bytes], list[int]]
+    by_proxied: dict[str, list[int]]
+    by_path: dict[tuple[bytes, bytes], list[tuple[int, int]]]
+    common_c: list[int]
+    common_s: list[int]
+
+
+def _index(cf: list[_Features], sf: list[_Features]) -> _Index:
     by_key: dict[bytes, list[int]] = defaultdict(list)
     by_digest: dict[tuple[int, int, bytes], list[int]] = defaultdict(list)
+    by_proxied: dict[str, list[int]] = defaultdict(list)
     by_path: dict[tuple[bytes, bytes], list[tuple[int, int]]] = defaultdict(list)
     for k, s in enumerate(sf):
         if s.key is not None:
             by_key[s.key].append(k)
         for dg in s.digests:
             by_digest[dg].append(k)
+        if s.conn.proxied_client is not None:
+            by_proxied[s.conn.proxied_client].append(k)
         if s.method is not None:
             by_path[(s.method, s.path)].append((s.ts_ns, k))
     for bucket in by_path.values():
         bucket.sort()
-    out: dict[int, list[int]] = {}
+
+    def common(f: _Features) -> int:
+        return sum(1 for dg in f.digests if len(by_digest.get(dg, ())) > _RARE_DIGEST)
+
+    return _Index(
+        dict(by_key),
+        dict(by_digest),
+        dict(by_proxied),
+        dict(by_path),
+        [common(c) for c in cf],
+        [common(s) for s in sf],
+    )
+
+
+def _candidates(
+    cf: list[_Features], sf: list[_Features], timing: _Timing | None, ix: _Index | None = None
+) -> dict[int, set[int]]:
+    """Indexed server-side candidates per client-side connection: the same
+    Sec-WebSocket-Key; a rare message digest in common; a PROXY protocol header
+    naming its endpoint; without timing, the same method and path when few server
+    connections have them (scored whole). The time window over same-path requests
+    is added by :func:`_window_edges` only where these do not settle the pair, so the
+    number of scored edges stays near-linear."""
+    ix = ix or _index(cf, sf)
+    out: dict[int, set[int]] = {}
     for ci, c in enumerate(cf):
         cands: set[int] = set()
         if c.key is not None:
-            cands.update(by_key.get(c.key, ()))
+            cands.update(ix.by_key.get(c.key, ()))
         for dg in c.digests:
-            hits = by_digest.get(dg, ())
-            if len(hits) <= 8:  # a digest many connections share says little
+            hits = ix.by_digest.get(dg, ())
+            if len(hits) <= _RARE_DIGEST:
                 cands.update(hits)
-        bucket = by_path.get((c.method, c.path), []) if c.method is not None else []
-        if timing is not None:
-            lo, hi = timing.window()
-            i = bisect_left(bucket, (c.ts_ns + lo, -1))
-            j = bisect_right(bucket, (c.ts_ns + hi, len(sf)))
-            cands.update(k for _, k in bucket[i:j])
-        elif len(bucket) <= 64:
-            cands.update(k for _, k in bucket)
-        out[ci] = sorted(cands)
+        cands.update(ix.by_proxied.get(str(c.conn.tcp.client), ()))
+        if timing is None and c.method is not None:
+            bucket = ix.by_path.get((c.method, c.path), [])
+            if len(bucket) <= 64:
+                cands.update(k for _, k in bucket)
+        out[ci] = cands
     return out
+
+
+def _window_bound(f: _Features, common: int) -> float:
+    """Upper bound of the score of a window-only candidate of ``f``."""
+    return _WINDOW_ONLY_MAX + (3.0 * common / len(f.digests) if f.digests else 0.0)
 
 
 def _assign(
@@ -515,18 +668,79 @@ def _assign(
 ) -> tuple[list[tuple[_Features, _Features, float, list[str]]], list[_Features]]:
     """Score candidates and resolve them one-to-one, best score first; returns the
     pairs and the client-side connections left ambiguous (their best candidate not
-    :data:`AMBIGUITY_MARGIN` better than the runner-up)."""
+    :data:`AMBIGUITY_MARGIN` better than the runner-up, for it or for its server).
+
+    With timing, the time window over same-path requests is searched only from the
+    connections (either side) whose best indexed candidate does not beat every
+    possible window-only rival by the margin: such a rival could neither be taken nor
+    change the outcome, so leaving it out keeps the result and the cost near-linear."""
+    ix = _index(cf, sf)
+    cands = _candidates(cf, sf, timing, ix)
     edges: list[tuple[float, int, int, list[str]]] = []
     best_c: dict[int, list[float]] = defaultdict(list)
     best_s: dict[int, list[float]] = defaultdict(list)
-    for ci, cands in _candidates(cf, sf, timing).items():
-        for si in cands:
-            sc, ev = _score(cf[ci], sf[si], timing)
-            if sc >= MIN_PAIR_SCORE:
-                edges.append((sc, ci, si, ev))
-                best_c[ci].append(sc)
-                best_s[si].append(sc)
+
+    def add(ci: int, si: int) -> None:
+        sc, ev = _score(cf[ci], sf[si], timing)
+        if sc >= MIN_PAIR_SCORE:
+            edges.append((sc, ci, si, ev))
+            best_c[ci].append(sc)
+            best_s[si].append(sc)
+
+    for ci, cs in cands.items():
+        for si in cs:
+            add(ci, si)
+    if timing is not None:
+        lo, hi = timing.window()
+        open_c = [
+            ci
+            for ci, c in enumerate(cf)
+            if c.method is not None
+            and max(best_c.get(ci, ()), default=0.0)
+            < _window_bound(c, ix.common_c[ci]) + AMBIGUITY_MARGIN
+        ]
+        open_s = [
+            si
+            for si, s in enumerate(sf)
+            if s.method is not None
+            and max(best_s.get(si, ()), default=0.0)
+            < _window_bound(s, ix.common_s[si]) + AMBIGUITY_MARGIN
+        ]
+        for ci in open_c:
+            c = cf[ci]
+            bucket = ix.by_path.get((c.method, c.path), [])  # type: ignore[arg-type]
+            base = c.ts_ns + timing.shift(c.ts_ns)
+            i = bisect_left(bucket, (base + lo, -1))
+            j = bisect_right(bucket, (base + hi, len(sf)))
+            for _, si in bucket[i:j]:
+                if si not in cands[ci]:
+                    cands[ci].add(si)
+                    add(ci, si)
+        if open_s:
+            by_path_c: dict[tuple[bytes, bytes], list[tuple[int, int]]] = defaultdict(list)
+            for ci, c in enumerate(cf):
+                if c.method is not None:
+                    by_path_c[(c.method, c.path)].append((c.ts_ns, ci))
+            for bucket in by_path_c.values():
+                bucket.sort()
+            est = -timing.low  # ≈ −θ: a server time back to the client clock
+            margin = 1_000_000 + round(abs(timing.rate_ppm) * 1e-6 * (hi - lo))  # shift error
+            for si in open_s:
+                s = sf[si]
+                bucket = by_path_c.get((s.method, s.path), [])  # type: ignore[arg-type]
+                sh = timing.shift(s.ts_ns + est)
+                i = bisect_left(bucket, (s.ts_ns - sh - hi - margin, -1))
+                j = bisect_right(bucket, (s.ts_ns - sh - lo + margin, len(cf)))
+                for t, ci in bucket[i:j]:
+                    if si in cands[ci]:
+                        continue
+                    base = t + timing.shift(t)
+                    if base + lo <= s.ts_ns <= base + hi:  # exactly the forward window
+                        cands[ci].add(si)
+                        add(ci, si)
     edges.sort(key=lambda e: (-e[0], e[1], e[2]))
+    top_c = {ci: _top2(v) for ci, v in best_c.items()}
+    top_s = {si: _top2(v) for si, v in best_s.items()}
     used_c: set[int] = set()
     used_s: set[int] = set()
     ambiguous: set[int] = set()
@@ -535,9 +749,7 @@ def _assign(
         if ci in used_c or si in used_s or ci in ambiguous:
             continue
         # Is this edge clearly the best for its client and for its server?
-        rivals = [x for x in sorted(best_c[ci], reverse=True)[1:2]]
-        rivals += [x for x in sorted(best_s[si], reverse=True)[1:2]]
-        second = max(rivals, default=0.0)
+        second = max(top_c[ci], top_s[si])
         if second > 0 and sc - second < AMBIGUITY_MARGIN and "sec_websocket_key" not in ev:
             ambiguous.add(ci)
             continue
@@ -545,6 +757,19 @@ def _assign(
         used_s.add(si)
         pairs.append((cf[ci], sf[si], sc, ev))
     return pairs, [cf[i] for i in sorted(ambiguous - used_c)]
+
+
+def _top2(scores: list[float]) -> float:
+    """The second-highest score (0 when there is one)."""
+    if len(scores) < 2:
+        return 0.0
+    a = b = -math.inf
+    for x in scores:
+        if x > a:
+            a, b = x, a
+        elif x > b:
+            b = x
+    return b
 
 
 def _make_pair(pair_id: str, c: _Features, s: _Features, score: float, ev: list[str]) -> Pair:
@@ -577,6 +802,20 @@ def correlate(
     imposes θ (server clock − client clock). Returns a :class:`Correlation`; never
     raises on traffic.
     """
+    # Pairing allocates many small objects next to two large analyses: the cyclic
+    # collector's full passes over those made the cost grow quadratically.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _correlate(client, server, clock_offset_ns)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _correlate(
+    client: CaptureAnalysis, server: CaptureAnalysis, clock_offset_ns: int | None
+) -> Correlation:
     cf = [f for f in map(_features, client.connections) if f is not None]
     sf = [f for f in map(_features, server.connections) if f is not None]
 
@@ -622,6 +861,16 @@ def correlate(
                 "proxy_clock_bounds_empty",
                 f"expected=max(Δ_down) ≤ min(Δ_up), found={(theta.low_ns or 0) / 1e6:.3f} ms > "
                 f"{(theta.high_ns or 0) / 1e6:.3f} ms",
+            )
+        )
+    if theta is not None and theta.drift_significant and theta.drift_ppm is not None:
+        moved = theta.drift_ppm * 1e-6 * theta.span_ns
+        findings.append(
+            catalogue.finding(
+                "proxy_clock_drift",
+                f"expected=a constant clock offset (|drift| ≤ {DRIFT_MIN_PPM:g} ppm), "
+                f"found={theta.drift_ppm:+.1f} ppm ({moved / 1e6:+.3f} ms over "
+                f"{theta.span_ns / 1e9:.1f} s); delays corrected by θ(t)",
             )
         )
     paired_c = {id(p.client) for p in pairs}

@@ -44,10 +44,11 @@ compared on the client capture's clock (server-leg time − θ):
 from __future__ import annotations
 
 from . import catalogue
+from .behaviour import behaviour_findings, fan_out, fan_out_findings, pair_behaviour
 from .closing import FIN, RST, CloseEvent, CloseStory, close_story, duration_text
 from .correlate import Correlation, Pair
 from .handshake import accept_for, is_upgrade_request, parse_extensions
-from .model import Direction, Finding, Headers, Opcode, ResponseHead, header_value, header_values
+from .model import Direction, Finding, Headers, ResponseHead, header_value, header_values
 from .pipeline import ConnectionAnalysis
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
@@ -177,7 +178,9 @@ def diagnose_pair(
     status = _status_finding(pair.client, pair.server, "")
     if status is not None:
         out.append(status)
-    out.extend(_not_forwarded(pair))
+    # Dropped, injected, modified, re-fragmented, coalesced or split messages and
+    # pings the proxy answered itself (wsanalyze.behaviour).
+    out.extend(behaviour_findings(pair, pair_behaviour(pair), dropped=True))
     out.extend(_close(pair, clock_offset_ns, clock_slack_ns, capture_end_ns or {}))
     return out
 
@@ -549,48 +552,6 @@ def _status_finding(
 # --- messages --------------------------------------------------------------------------
 
 
-def _not_forwarded(pair: Pair) -> list[Finding]:
-    """Messages of one leg with no copy on the other, per direction (aggregated).
-
-    Only messages inside the time both legs were open count: the source leg's
-    message must precede the destination leg's close."""
-    out: list[Finding] = []
-    matched_c = {m.client_index for m in pair.matches}
-    matched_s = {m.server_index for m in pair.matches}
-    for d, src, matched, dst in (
-        (C2S, pair.client, matched_c, pair.server),
-        (S2C, pair.server, matched_s, pair.client),
-    ):
-        if not src.websocket or not dst.websocket:
-            continue
-        missing = [
-            m
-            for i, m in enumerate(src.messages)
-            if m.direction == d
-            and i not in matched
-            and m.complete
-            # A proxy may answer pings itself and each leg closes on its own.
-            and m.opcode not in (Opcode.PING, Opcode.PONG, Opcode.CLOSE)
-        ]
-        if missing:
-            out.append(
-                catalogue.finding(
-                    "proxy_message_not_forwarded",
-                    f"expected=every {d.label} message of {src.id} on {dst.id}, found="
-                    f"{len(missing)} without a copy (first at packet {missing[0].first_packet})",
-                    packets=[m.last_packet for m in missing[:20]],
-                    direction=d,
-                    connections=(src.id, dst.id),
-                    capture=src.role,
-                    ts_ns=missing[0].ts_ns,
-                )
-            )
-    return out
-
-
-# --- close -----------------------------------------------------------------------------
-
-
 def idle_timeout_setting(idle_ns: int) -> str:
     """Name the proxy setting an idle timeout of ``idle_ns`` matches: "matches nginx
     proxy_read_timeout default 60 s (also ...)" when within max(1 s, 5 %) of one of
@@ -830,6 +791,7 @@ def diagnose(correlation: Correlation, *, server_capture_given: bool = True) -> 
         out.extend(
             diagnose_pair(p, clock_offset_ns=theta_ns, clock_slack_ns=slack, capture_end_ns=ends)
         )
+    out.extend(fan_out_findings(fan_out(correlation)))  # one server push, many clients
     if server_capture_given:
         ambiguous = {id(c) for c in correlation.ambiguous_client}
         for c in correlation.unpaired_client:

@@ -25,6 +25,7 @@ from .catalogue import CATALOGUE
 from .closing import close_story, describe_pair
 from .model import Direction, Opcode, Severity
 from .redact import Redactor
+from .timing import handshake_timing
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 SCHEMA = "wsanalyze/1"
@@ -167,11 +168,12 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
     corr = analysis.correlation
     theta = corr.clock_offset if corr else None
     theta_ns = theta.estimate_ns if theta else 0
+    offset = theta or 0  # delays use θ at each message's time when drift was fitted
     pairs = []
     for p in corr.pairs if corr else []:
         delays: list[list[float]] = [[], []]
         for m in p.matches:
-            delays[m.direction].append(m.delay_ns(theta_ns) / 1e6)
+            delays[m.direction].append(m.delay_ns(offset) / 1e6)
         pairs.append(
             {
                 "id": p.id,
@@ -190,6 +192,7 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
                     for h in p.header_changes
                 ],
                 "messages_matched": len(p.matches),
+                "handshake_timing_ms": handshake_timing(p, theta_ns).as_ms(),
                 "close": describe_pair(
                     close_story(p.client),
                     close_story(p.server),
@@ -349,6 +352,8 @@ def _top(counter: Counter, n: int) -> list[list[Any]]:
 
 
 def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
+    corr = analysis.correlation
+    offset = corr.clock_offset if corr is not None and corr.clock_offset else theta_ns
     """The numbers a large capture is read by: connections, pairs, WebSockets,
     refused upgrades, proxy delay percentiles per direction, how connections ended
     (close codes, close story kinds) and findings per severity."""
@@ -366,7 +371,7 @@ def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
     delays: list[list[float]] = [[], []]
     for p in analysis.correlation.pairs if analysis.correlation else []:
         for m in p.matches:
-            delays[m.direction].append(m.delay_ns(theta_ns) / 1e6)
+            delays[m.direction].append(m.delay_ns(offset) / 1e6)
     codes: Counter = Counter()
     ended: Counter = Counter()
     for c in conns:
@@ -951,11 +956,39 @@ def _png(fig) -> str:
 _STRIP_W, _STRIP_H, _STRIP_POINTS = 360, 60, 400
 
 
-def _delay_strip(pair, theta_ns: int) -> dict[str, Any] | None:
+_TIMING_STEPS = (
+    ("client_connect_ms", "client leg TCP connect"),
+    ("proxy_request_ms", "proxy: request in → request out (incl. server connect)"),
+    ("server_connect_ms", "server leg TCP connect"),
+    ("server_response_ms", "server: request → response"),
+    ("response_forward_ms", "proxy: response in → response out"),
+)
+
+
+def _timing_rows(timings) -> list[dict[str, Any]]:
+    """Percentiles of each handshake step over all pairs (ms), for the report."""
+    rows = []
+    for col, label in _TIMING_STEPS:
+        values = sorted(float(v) for v in timings[col].dropna())
+        if values:
+            rows.append(
+                {
+                    "step": label,
+                    "pairs": len(values),
+                    "p50": percentile(values, 50),
+                    "p95": percentile(values, 95),
+                    "max": values[-1],
+                }
+            )
+    return rows
+
+
+def _delay_strip(pair, offset: Any) -> dict[str, Any] | None:
     """A small inline-SVG strip of one pair's proxy delay per matched message: x the
     time since its first matched message, y the delay; numbers only (no markup), at
-    most :data:`_STRIP_POINTS` points (evenly thinned). None without matches."""
-    pts = sorted((m.client_ts_ns, m.delay_ns(theta_ns) / 1e6, m.direction) for m in pair.matches)
+    most :data:`_STRIP_POINTS` points (evenly thinned). None without matches.
+    ``offset`` is the ClockOffset (drift-aware) or θ in ns."""
+    pts = sorted((m.client_ts_ns, m.delay_ns(offset) / 1e6, m.direction) for m in pair.matches)
     if not pts:
         return None
     if len(pts) > _STRIP_POINTS:
@@ -1065,7 +1098,8 @@ def render_html(
             ev["label"] = ev["label"].map(r.text).astype("string")
         images[p["id"]] = _png(charts.plot_ladder(ev, title=p["id"]))
     by_id = {p.id: p for p in corr.pairs} if corr else {}
-    strips = {p["id"]: _delay_strip(by_id[p["id"]], theta_ns) for p in detailed}
+    offset = corr.clock_offset if corr is not None and corr.clock_offset else theta_ns
+    strips = {p["id"]: _delay_strip(by_id[p["id"]], offset) for p in detailed}
     delay_chart = None
     delay_kind = None
     matches = analysis.message_matches
@@ -1076,6 +1110,25 @@ def render_html(
         else:
             delay_chart = _png(charts.plot_proxy_delay_distribution(matches))
             delay_kind = "bands"
+    # Overview charts: aggregated past a few hundred connections (readable at 10,000).
+    overview: list[tuple[str, str]] = []
+    if len(analysis.connections):
+        overview.append(
+            (
+                "Connection timeline (pairs linked)",
+                _png(charts.plot_timeline(analysis.connections, analysis.pairs if corr else None)),
+            )
+        )
+    if len(analysis.frames):
+        overview.append(("Throughput per leg", _png(charts.plot_throughput(analysis.frames))))
+    if len(analysis.header_changes):
+        overview.append(
+            (
+                "Header changes across pairs",
+                _png(charts.plot_header_changes(analysis.header_changes)),
+            )
+        )
+    timing_rows = _timing_rows(analysis.handshake_timings) if corr else []
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("wsanalyze", "templates"),
         autoescape=True,
@@ -1099,6 +1152,8 @@ def render_html(
     script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return env.get_template("report.html.j2").render(
         script=markupsafe.Markup(script),
+        overview=overview,
+        timing_rows=timing_rows,
         script_hash=script_hash,
         sec=sec,
         doc=doc,

@@ -18,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .behaviour import BEHAVIOUR as _BEHAVIOUR
 from .catalogue import CATALOGUE
 from .closing import close_story
 from .correlate import ClockOffset, Correlation
 from .model import Direction, Finding, Opcode, Severity
 from .pipeline import CaptureAnalysis
+from .timing import HANDSHAKE_TIMINGS
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 
@@ -207,6 +209,8 @@ SCHEMAS = {
     "message_matches": MESSAGE_MATCHES,
     "findings": FINDINGS,
     "transcript": TRANSCRIPT,
+    "handshake_timings": HANDSHAKE_TIMINGS,
+    "behaviour": {**_BEHAVIOUR, "direction": DIRECTION},
 }
 
 
@@ -424,7 +428,8 @@ def _p50(values: list[float]) -> float:
 def pairs_table(corr: Correlation | None) -> pd.DataFrame:
     """One row per client-side/server-side pair; columns in :data:`PAIRS`."""
     cols: dict[str, list[Any]] = {k: [] for k in PAIRS}
-    theta = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
+    # θ as a ClockOffset: delays use θ at each message's time when drift was fitted.
+    theta = corr.clock_offset if corr and corr.clock_offset else 0
     for p in corr.pairs if corr else []:
         c, s = p.client, p.server
         req, cresp = c.exchange
@@ -480,7 +485,7 @@ def message_matches_table(corr: Correlation | None) -> pd.DataFrame:
     clock offset; columns in :data:`MESSAGE_MATCHES`."""
     cols: dict[str, list[Any]] = {k: [] for k in MESSAGE_MATCHES}
     offset: ClockOffset | None = corr.clock_offset if corr else None
-    theta = offset.estimate_ns if offset else 0
+    theta = offset if offset else 0  # drift-aware: θ at each message's time
     for p in corr.pairs if corr else []:
         for m in p.matches:
             cols["pair_id"].append(p.id)
@@ -595,6 +600,11 @@ DESCRIPTIONS: dict[str, str] = {
     "message_matches": "One row per message seen on both legs of a pair, with the proxy "
     "delay corrected by the clock offset.",
     "findings": "One row per finding, worst first (codes in wsanalyze.catalogue).",
+    "behaviour": "One row per pair and direction: messages the proxy dropped, injected, "
+    "modified, re-fragmented, coalesced or split, and pings it answered itself.",
+    "handshake_timings": "One row per pair: where the opening handshake's time went "
+    "(client connect, proxy forwarding incl. a new server-side connection, server "
+    "response, response forwarding), in ms on the client capture's clock.",
     "transcript": "One row per message a sub-protocol decoder gave text for (e.g. the stdin, "
     "stdout, stderr and exit status of a `kubectl exec` session), in time order per "
     "connection.",
@@ -758,6 +768,27 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "channel": "sub-protocol channel, NA when the sub-protocol has none",
         "kind": '"stdin", "stdout", "stderr", "status", "resize", "close_stream", ...',
         "text": "decoded content (UTF-8, replacement characters), a few KiB at most (NOT redacted)",
+    },
+    "behaviour": {
+        "dropped": "messages on the source leg with no copy on the other leg",
+        "injected": "messages on the destination leg that the source leg never sent",
+        "modified": "messages forwarded with different content (same position, same opcode)",
+        "refragmented": "messages forwarded in a different number of frames (legal, RFC 6455 §5.4)",
+        "coalesced": "groups of source messages forwarded as one message",
+        "split": "source messages forwarded as several messages",
+        "pings_answered_by_proxy": "pings the proxy answered itself, without forwarding them",
+    },
+    "handshake_timings": {
+        "client_connect_ms": "client leg TCP handshake, SYN → ACK (one round trip)",
+        "proxy_request_ms": "client-leg request complete → server-leg request complete, "
+        "including the proxy's new server-side TCP connect",
+        "server_connect_ms": "server leg TCP handshake, SYN → ACK",
+        "server_connection_new": "the proxy opened the server-side connection for this "
+        "request (NA when its SYN was not captured)",
+        "server_response_ms": "server leg: request → response (the server's own time)",
+        "response_forward_ms": "server-leg response → client-leg response (the proxy)",
+        "client_rtt_ms": "round trip of the client leg's TCP handshake",
+        "server_rtt_ms": "round trip of the server leg's TCP handshake",
     },
     "ladder": {
         "leg": '"client" (client ↔ proxy) or "server" (proxy ↔ server)',
