@@ -4,10 +4,12 @@ and per-connection finding limits. Nothing here raises on traffic."""
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any
 
 from ..catalogue import finding
 from ..model import Finding, Message, Opcode
+from . import Decoded  # defined before the package imports its decoder modules
 
 TEXT_LIMIT = 4096
 """Characters of transcript text kept per message (the rest is cut, ``…`` appended)."""
@@ -109,3 +111,26 @@ def compact_json(obj: Any, limit: int = 512) -> str:
 def is_data(msg: Message) -> bool:
     """True for a text or binary message (not ping, pong or close)."""
     return msg.opcode in (Opcode.TEXT, Opcode.BINARY)
+
+
+class DataMessageDecoder(ABC):
+    """Base of decoders that read text and binary messages only: :meth:`decode`
+    skips control frames and hands :meth:`_decode` the payload seen and whether it
+    is the whole message (a gap or an unkept payload gives only part of it)."""
+
+    __slots__ = ("name", "_findings")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._findings = Findings(name)
+
+    def decode(self, msg: Message, payload: bytes) -> Decoded:
+        """Decode one message; never raises on traffic."""
+        if not is_data(msg):
+            return Decoded()
+        data, whole = payload_of(msg, payload)
+        return self._decode(msg, data, whole)
+
+    @abstractmethod
+    def _decode(self, msg: Message, data: bytes, whole: bool) -> Decoded:
+        """Decode the payload ``data`` of a text or binary message."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..model import Message
 from . import Decoded, register
-from ._util import Findings, clip, compact_json, is_data, load_json, payload_of
+from ._util import DataMessageDecoder, clip, compact_json, load_json
 
 LEGACY_TYPES = frozenset(
     {
@@ -47,21 +47,17 @@ _SPACE = re.compile(r"\s+")
 _TYPE = re.compile(rb'"type"\s*:\s*"([a-z_]{1,32})"')
 
 
-class GraphQLDecoder:
+class GraphQLDecoder(DataMessageDecoder):
     """Decoder of ``graphql-ws`` / ``graphql-transport-ws`` messages (one connection)."""
 
-    __slots__ = ("name", "types", "_findings")
+    __slots__ = ("types",)
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         self.types = _TYPES.get(name, LEGACY_TYPES | TRANSPORT_TYPES)
-        self._findings = Findings(name)
 
-    def decode(self, msg: Message, payload: bytes) -> Decoded:
+    def _decode(self, msg: Message, data: bytes, whole: bool) -> Decoded:
         """Kind (the message ``type``) and text of one message. Never raises."""
-        if not is_data(msg):
-            return Decoded()
-        data, whole = payload_of(msg, payload)
         obj, err = load_json(data)
         if err is not None or not isinstance(obj, dict):
             if not whole:  # only the start is known: look for the type there

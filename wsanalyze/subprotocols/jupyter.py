@@ -23,7 +23,7 @@ from typing import Any
 
 from ..model import Message, Opcode
 from . import Decoded, register
-from ._util import Findings, bounded_text, clip, is_data, load_json, payload_of
+from ._util import DataMessageDecoder, bounded_text, clip, load_json
 
 MAX_PARTS = 4096
 """Offsets accepted in one message (a bound against a hostile offset count)."""
@@ -33,20 +33,13 @@ _MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([A-Za-z0-9_]{1,64})"')
 _CHANNEL = re.compile(rb"^[a-z_]{1,32}")
 
 
-class JupyterDecoder:
+class JupyterDecoder(DataMessageDecoder):
     """Decoder of Jupyter kernel messages (one connection)."""
 
-    __slots__ = ("name", "_findings")
+    __slots__ = ()
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._findings = Findings(name)
-
-    def decode(self, msg: Message, payload: bytes) -> Decoded:
+    def _decode(self, msg: Message, data: bytes, whole: bool) -> Decoded:
         """Kind (``msg_type``) and text (channel, content summary). Never raises."""
-        if not is_data(msg):
-            return Decoded()
-        data, whole = payload_of(msg, payload)
         if msg.opcode == Opcode.TEXT:
             return self._legacy(msg, data, whole)
         parts, err = _split(data)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ..model import Message
 from . import Decoded, register
-from ._util import Findings, bounded_text, is_data, payload_of
+from ._util import DataMessageDecoder, bounded_text
 
 PACKET_TYPES = {
     1: "CONNECT",
@@ -43,22 +43,18 @@ MAX_PACKETS = 256
 next message (bounds the work on a message of millions of 2-byte packets)."""
 
 
-class MqttDecoder:
+class MqttDecoder(DataMessageDecoder):
     """Decoder of MQTT over WebSocket (one connection, both directions)."""
 
-    __slots__ = ("name", "_skip", "_carry", "_findings")
+    __slots__ = ("_skip", "_carry")
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name)
         self._skip = [0, 0]  # bytes of a packet still to come, per direction
         self._carry = [b"", b""]  # an unfinished fixed header, per direction
-        self._findings = Findings(name)
 
-    def decode(self, msg: Message, payload: bytes) -> Decoded:
+    def _decode(self, msg: Message, data: bytes, whole: bool) -> Decoded:
         """Kind (first packet type starting here) and text (PUBLISH topic). Never raises."""
-        if not is_data(msg):
-            return Decoded()
-        data, whole = payload_of(msg, payload)
         d = int(msg.direction)
         carried = len(self._carry[d])
         buf = self._carry[d] + data if carried else data

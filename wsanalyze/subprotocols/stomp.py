@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..model import Message
 from . import Decoded, register
-from ._util import Findings, bounded_text, clip, is_data, payload_of
+from ._util import DataMessageDecoder, bounded_text, clip
 
 CLIENT_COMMANDS = frozenset(
     {
@@ -38,20 +38,13 @@ _HEAD_LIMIT = 8192  # bytes of a frame read for its command and headers
 _BODY_PREVIEW = 200
 
 
-class StompDecoder:
+class StompDecoder(DataMessageDecoder):
     """Decoder of STOMP frames carried in WebSocket messages (one connection)."""
 
-    __slots__ = ("name", "_findings")
+    __slots__ = ()
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._findings = Findings(name)
-
-    def decode(self, msg: Message, payload: bytes) -> Decoded:
+    def _decode(self, msg: Message, data: bytes, _whole: bool) -> Decoded:
         """Kind (the command) and text of the first frame. Never raises."""
-        if not is_data(msg):
-            return Decoded()
-        data, _whole = payload_of(msg, payload)
         body = data.lstrip(b"\r\n")
         if not body or body == b"\x00":
             return Decoded(kind="heartbeat") if data else Decoded()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..model import Message
 from . import Decoded, register
-from ._util import Findings, clip, is_data, load_json, payload_of
+from ._util import DataMessageDecoder, clip, load_json
 
 MESSAGE_TYPES = {
     1: "HELLO",
@@ -47,20 +47,13 @@ MESSAGE_TYPES = {
 _URI_AT = {1: 1, 3: 2, 6: 2, 8: 4, 16: 3, 32: 3, 48: 3, 64: 3}
 
 
-class WampDecoder:
+class WampDecoder(DataMessageDecoder):
     """Decoder of ``wamp.2.json`` messages (one connection)."""
 
-    __slots__ = ("name", "_findings")
+    __slots__ = ()
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._findings = Findings(name)
-
-    def decode(self, msg: Message, payload: bytes) -> Decoded:
+    def _decode(self, msg: Message, data: bytes, whole: bool) -> Decoded:
         """Kind (the message type name) and text (the URI it names). Never raises."""
-        if not is_data(msg):
-            return Decoded()
-        data, whole = payload_of(msg, payload)
         obj, err = load_json(data)
         if err is not None and not whole:
             return Decoded()
