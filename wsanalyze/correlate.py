@@ -894,16 +894,19 @@ def correlate_within(capture: CaptureAnalysis) -> Correlation | None:
     when no key appears on two connections; weaker evidence is not used here, since
     two independent clients of one server look alike.
     """
-    by_key: dict[bytes, list[_Features]] = defaultdict(list)
-    for f in map(_features, capture.connections):
-        if f is not None and f.key is not None:
-            by_key[f.key].append(f)
-    legs = [
-        (a, b)
-        for group in by_key.values()
-        if len(group) > 1
-        for a, b in pairwise(sorted(group, key=lambda f: f.ts_ns))
-    ]
+    # Group by key from the request alone; only connections sharing a key need the
+    # full features (message digests), which cost a pass over their messages.
+    by_key: dict[bytes, list[ConnectionAnalysis]] = defaultdict(list)
+    for conn in capture.connections:
+        req = conn.exchange[0]
+        key = header_value(req.headers, b"sec-websocket-key") if req is not None else None
+        if key is not None:
+            by_key[key].append(conn)
+    legs = []
+    for group in by_key.values():
+        if len(group) > 1:
+            feats = [f for f in map(_features, group) if f is not None]
+            legs.extend(pairwise(sorted(feats, key=lambda f: f.ts_ns)))
     if not legs:
         return None
     timing = _Timing(-_MIN_SLACK // 5, 4 * _MIN_SLACK, 4 * _MIN_SLACK)
