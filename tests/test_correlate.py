@@ -350,3 +350,17 @@ def test_one_capture_without_shared_keys_has_no_pairs(tmp_path):
     client, _ = capture_paths("nginx-ok")
     a = wsanalyze.analyze(client, strict=True)
     assert a.correlation is None and len(a.pairs) == 0
+
+
+@pytest.mark.parametrize("scenario", scenario_names())
+def test_captures_given_the_wrong_way_round_are_named(scenario, analysis_of):
+    """Server capture first: say so (captures_swapped) instead of reporting empty clock
+    bounds and reversed header changes; the right order never says it."""
+    right = analysis_of(scenario)
+    assert "captures_swapped" not in set(right.findings["code"])
+    client, server = capture_paths(scenario)
+    wrong = wsanalyze.analyze(server, client)
+    codes = set(wrong.findings["code"])
+    assert len(wrong.pairs) == len(right.pairs) > 0
+    assert "captures_swapped" in codes
+    assert "proxy_clock_bounds_empty" not in codes

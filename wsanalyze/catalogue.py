@@ -571,6 +571,16 @@ _ENTRIES: list[Entry] = [
     ),
     # --- the proxy, both legs (correlate.py, diagnose.py) ---
     Entry(
+        "captures_swapped",
+        E,
+        "heuristic",
+        "The two captures look given in the wrong order: every message appears on the "
+        "second ('server') capture before the first ('client') one, and the headers a "
+        "proxy adds seem removed. Delays and header changes are then reversed.",
+        "Run `wsanalyze pcap CLIENT_SIDE.pcap SERVER_SIDE.pcap` with the capture taken "
+        "between client and proxy first.",
+    ),
+    Entry(
         "proxy_clock_drift",
         W,
         "heuristic",

@@ -772,6 +772,30 @@ def _top2(scores: list[float]) -> float:
     return b
 
 
+_FORWARDING = {"x-forwarded-for", "x-real-ip", "forwarded", "via", "x-forwarded-proto"}
+
+
+def _captures_swapped(pairs: list[Pair]) -> bool:
+    """The two captures were given in the wrong order: no constant offset explains
+    the timings, but one would with every Δ negated (max Δ_up ≤ min Δ_down), and the
+    forwarding headers a proxy adds look removed rather than added."""
+    up: list[int] = []
+    down: list[int] = []
+    for p in pairs:
+        u, d = _samples(p)
+        up.extend(u)
+        down.extend(d)
+    if not up or not down or max(up) > min(down):
+        return False
+    removed = added = 0
+    for p in pairs:
+        for h in p.header_changes:
+            if h.message == "request" and h.name.lower() in _FORWARDING:
+                removed += h.change == "removed"
+                added += h.change == "added"
+    return removed >= added
+
+
 def _make_pair(pair_id: str, c: _Features, s: _Features, score: float, ev: list[str]) -> Pair:
     """A :class:`Pair` with its message matches and header changes."""
     p = Pair(pair_id, c.conn, s.conn, round(score, 3), _confidence(score), tuple(ev))
@@ -855,7 +879,17 @@ def _correlate(
                 ts_ns=c.ts_ns,
             )
         )
-    if theta is not None and not theta.consistent and not theta.imposed:
+    swapped = theta is not None and not theta.consistent and _captures_swapped(pairs)
+    if swapped:
+        findings.append(
+            catalogue.finding(
+                "captures_swapped",
+                "expected=the client-side capture first, found=every message arrives on the "
+                "'server' capture before it leaves the 'client' capture (and forwarding "
+                "headers vanish toward the server): give the two captures the other way round",
+            )
+        )
+    elif theta is not None and not theta.consistent and not theta.imposed:
         findings.append(
             catalogue.finding(
                 "proxy_clock_bounds_empty",
