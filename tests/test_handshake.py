@@ -398,3 +398,16 @@ class TestNeverRaises:
         assert all(f.code in CATALOGUE for f in hs.findings)
         assert not hs.websocket or (resp is not None and resp.status == 101)
         assert hs.accept_ok is None or resp is not None
+
+
+def test_subprotocol_that_is_not_a_token():
+    """RFC 6455 §4.1: sub-protocol names are tokens; Kubernetes bearer names are."""
+    k8s = (
+        b"Sec-WebSocket-Protocol",
+        b"v4.channel.k8s.io, base64url.bearer.authorization.k8s.io.a_-1",
+    )
+    ok = request(drop=(b"Sec-WebSocket-Protocol",), extra=(k8s,))
+    assert "handshake_bad_subprotocol_token" not in codes(check_handshake(ok, None))
+    hostile = (b"Sec-WebSocket-Protocol", b"<script>x</script>")
+    bad = request(drop=(b"Sec-WebSocket-Protocol",), extra=(hostile,))
+    assert "handshake_bad_subprotocol_token" in codes(check_handshake(bad, None))

@@ -229,6 +229,14 @@ _ENTRIES: list[Entry] = [
     ),
     # --- handshake (handshake.py), RFC 6455 §4 ---
     Entry(
+        "handshake_bad_subprotocol_token",
+        W,
+        "RFC 6455 §4.1 / RFC 9110 §5.6.2",
+        "A Sec-WebSocket-Protocol value is not a token (spaces, quotes, angle brackets "
+        "or other separators): servers may refuse or mis-negotiate it.",
+        "The client's sub-protocol list; a proxy that rewrote it.",
+    ),
+    Entry(
         "handshake_refused",
         W,
         "RFC 6455 §4.1",

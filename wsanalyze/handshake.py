@@ -204,6 +204,10 @@ def _http11_or_later(version: bytes) -> bool:
     return (major, minor) >= (1, 1)
 
 
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 9110 §5.6.2 token."""
+
+
 def check_handshake(request: RequestHead, response: ResponseHead | None) -> Handshake:
     """Check an opening handshake, RFC 6455 §4.1 (client requirements) and §4.2.2
     (server response). Never raises.
@@ -259,6 +263,15 @@ def check_handshake(request: RequestHead, response: ResponseHead | None) -> Hand
                 ts_ns=request.ts_ns,
             )
         )
+
+    if attempted:
+        # RFC 6455 §4.1: each sub-protocol is a token (RFC 9110 §5.6.2 tchar only).
+        bad = [p for p in offered_protocols if not _TOKEN.fullmatch(p)]
+        if bad:
+            req_finding(
+                "handshake_bad_subprotocol_token",
+                f"expected=tokens, found={len(bad)} value(s) such as {bad[0][:60]!r}",
+            )
 
     def resp_finding(code: str, detail: str) -> None:
         assert response is not None
