@@ -364,3 +364,13 @@ def test_captures_given_the_wrong_way_round_are_named(scenario, analysis_of):
     assert len(wrong.pairs) == len(right.pairs) > 0
     assert "captures_swapped" in codes
     assert "proxy_clock_bounds_empty" not in codes
+
+
+@pytest.mark.parametrize(
+    ("scenario", "respelled"),
+    [("haproxy-ok", True), ("haproxy-fragmented", True), ("nginx-ok", False), ("apache-ok", False)],
+)
+def test_header_name_case_changes_are_noted(scenario, respelled, analysis_of):
+    """HAProxy lower-cases request header names; nginx and Apache keep them."""
+    codes = list(analysis_of(scenario).findings["code"])
+    assert ("proxy_header_case_changed" in codes) == respelled

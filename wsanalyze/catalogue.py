@@ -579,6 +579,16 @@ _ENTRIES: list[Entry] = [
     ),
     # --- the proxy, both legs (correlate.py, diagnose.py) ---
     Entry(
+        "proxy_header_case_changed",
+        I,
+        "RFC 9110 §5.1",
+        "The proxy changed the spelling of request header names (HAProxy lower-cases them "
+        "all). Field names are case-insensitive, so nothing is lost, but a backend that "
+        "compares them case-sensitively will miss them.",
+        "A backend looking up e.g. 'Sec-WebSocket-Key' case-sensitively; HAProxy "
+        "`h1-case-adjust` / `option h1-case-adjust-bogus-server` restores the spelling.",
+    ),
+    Entry(
         "captures_swapped",
         E,
         "heuristic",

@@ -175,6 +175,7 @@ def diagnose_pair(
     its capture from one whose capture stopped early.
     """
     out = _handshake(pair)
+    out.extend(_header_case(pair))
     status = _status_finding(pair.client, pair.server, "")
     if status is not None:
         out.append(status)
@@ -183,6 +184,37 @@ def diagnose_pair(
     out.extend(behaviour_findings(pair, pair_behaviour(pair), dropped=True))
     out.extend(_close(pair, clock_offset_ns, clock_slack_ns, capture_end_ns or {}))
     return out
+
+
+def _header_case(pair: Pair) -> list[Finding]:
+    """Request header names whose spelling the proxy changed (HAProxy lower-cases them
+    all). Names are case-insensitive (RFC 9110 §5.1), so this is no header change,
+    but a backend that compares names case-sensitively breaks on it."""
+    creq, sreq = pair.client.exchange[0], pair.server.exchange[0]
+    if creq is None or sreq is None:
+        return []
+    server_names = {n.lower(): n for n, _ in sreq.headers}
+    changed = []
+    for name, _ in creq.headers:
+        theirs = server_names.get(name.lower())
+        if theirs is not None and theirs != name and name.decode("latin-1") not in changed:
+            changed.append(name.decode("latin-1"))
+    if not changed:
+        return []
+    shown = ", ".join(
+        f"{n} -> {server_names[n.lower().encode('latin-1')].decode('latin-1')}" for n in changed[:6]
+    )
+    return [
+        catalogue.finding(
+            "proxy_header_case_changed",
+            f"expected=header names as the client sent them, found={len(changed)} respelled: "
+            f"{shown}",
+            packets=sreq.packets,
+            connections=(pair.server.id, pair.client.id),
+            capture=pair.server.role,
+            ts_ns=sreq.ts_ns,
+        )
+    ]
 
 
 def _handshake(pair: Pair) -> list[Finding]:
