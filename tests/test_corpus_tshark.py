@@ -33,6 +33,7 @@ import pytest
 from conftest import CAPTURES, _expected, capture_paths, scenario_names
 from test_public_captures import (
     TSHARK,
+    WS_FIELDS,
     _endpoints,
     _flag,
     _server_ports,
@@ -44,22 +45,8 @@ from test_public_captures import (
 import wsanalyze
 from wsanalyze.api import Analysis
 
-FIELDS = (
-    "tcp.stream",
-    "ip.src",
-    "ipv6.src",
-    "tcp.srcport",
-    "ip.dst",
-    "ipv6.dst",
-    "tcp.dstport",
-    "websocket.opcode",
-    "websocket.payload_length",
-    "websocket.payload_length_ext_16",
-    "websocket.payload_length_ext_64",
-    "websocket.fin",
-    "websocket.rsv",
-    "websocket.mask",
-)
+# The public-captures fields plus RSV, in the same order (mask last).
+FIELDS = (*WS_FIELDS[:-1], "websocket.rsv", WS_FIELDS[-1])
 OPCODE_NAMES = {0: "continuation", 1: "text", 2: "binary", 8: "close", 9: "ping", 10: "pong"}
 
 

@@ -28,18 +28,16 @@ from craft import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_messages import pipe as messages_pipe
 
 import wsanalyze
-from wsanalyze.catalogue import CATALOGUE
 from wsanalyze.deflate import TAIL, DeflateParams, Inflater, deflate_params
-from wsanalyze.frames import FrameDecoder, PayloadChunk
 from wsanalyze.handshake import check_handshake
 from wsanalyze.messages import MessageAssembler
 from wsanalyze.model import (
     PREVIEW_BYTES,
     Direction,
     Finding,
-    Frame,
     Message,
     RequestHead,
     ResponseHead,
@@ -128,34 +126,17 @@ def pipe(
     rsv_allowed: int = 0x4,
     **asm_kwargs,
 ) -> tuple[list[Message], list[Finding], MessageAssembler]:
-    """FrameDecoder -> MessageAssembler for one direction; piece k is packet k+1;
-    ``gaps`` maps a piece index to a gap length inserted before it."""
-    dec = FrameDecoder(
-        direction, rsv_allowed=rsv_allowed, max_buffer=max_buffer, stream_payloads=True
+    """The messages-test wiring (FrameDecoder -> MessageAssembler) with permessage-
+    deflate negotiated by default (RSV1 allowed, ``deflate=DEFAULT``)."""
+    return messages_pipe(
+        direction,
+        pieces,
+        max_buffer=max_buffer,
+        rsv_allowed=rsv_allowed,
+        gaps=gaps,
+        deflate=deflate,
+        **asm_kwargs,
     )
-    asm = MessageAssembler(direction, deflate=deflate, **asm_kwargs)
-    out: list = []
-
-    def route(items: list) -> None:
-        for item in items:
-            if isinstance(item, Frame):
-                out.extend(asm.frame(item))
-            elif isinstance(item, PayloadChunk):
-                out.extend(asm.chunk(item))
-            else:
-                out.append(item)
-
-    for k, piece in enumerate(pieces):
-        if gaps and k in gaps:
-            route(dec.gap(gaps[k], 1000 * k, k))
-        route(dec.feed(piece, 1000 * (k + 1), k + 1))
-    route(dec.eof(10**9))
-    out.extend(asm.eof(10**9))
-    messages = [x for x in out if isinstance(x, Message)]
-    findings = [x for x in out if isinstance(x, Finding)]
-    assert len(messages) + len(findings) == len(out)
-    assert all(f.code in CATALOGUE for f in findings)
-    return messages, findings, asm
 
 
 def codes(findings: list[Finding]) -> list[str]:

@@ -351,6 +351,12 @@ def close_story(conn: ConnectionAnalysis) -> CloseStory:
     )
 
 
+def story_of(conn: ConnectionAnalysis) -> CloseStory:
+    """The close story the pipeline stored on ``conn``, computed if it has none."""
+    stored = getattr(conn, "close", None)
+    return stored if stored is not None else close_story(conn)
+
+
 def close_findings(conn: ConnectionAnalysis, story: CloseStory | None = None) -> list[Finding]:
     """Single-leg close findings of one WebSocket connection (none for a connection
     that never became a WebSocket):

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from . import catalogue
 from .behaviour import behaviour_findings, fan_out, fan_out_findings, pair_behaviour
-from .closing import FIN, RST, CloseEvent, CloseStory, close_story, duration_text
+from .closing import FIN, RST, CloseEvent, CloseStory, duration_text, story_of
 from .correlate import Correlation, Pair
 from .handshake import accept_for, is_upgrade_request, parse_extensions
 from .model import Direction, Finding, Headers, ResponseHead, header_value, header_values
@@ -526,7 +526,7 @@ def _server_leg_text(
             f"and the proxy returned {cresp.status}"
         )
     start = sreq.ts_ns if sreq is not None else server.tcp.first_ts_ns
-    story = close_story(server)
+    story = story_of(server)
     end = next((e for e in story.tcp_ends), None)
     if end is None:
         waited = duration_text(server.tcp.last_ts_ns - start)
@@ -604,7 +604,7 @@ def _close(pair: Pair, theta: int, slack: int, capture_end: dict[str, int]) -> l
     c, s = pair.client, pair.server
     if not (c.websocket and s.websocket):
         return []
-    cs, ss = close_story(c), close_story(s)
+    cs, ss = story_of(c), story_of(s)
     out: list[Finding] = []
     out.extend(_idle_timeout(pair, cs, ss, theta))
     out.extend(_backend_vanished(pair, cs, ss, theta, slack))

@@ -21,7 +21,7 @@ from itertools import islice
 
 from . import catalogue
 from .capture import open_capture
-from .closing import close_findings
+from .closing import CloseStory, close_findings, close_story
 from .deflate import deflate_params
 from .detect import DETECT_SCORE, MAX_RUN, SCAN_LIMIT, Detection, Run, detect
 from .frames import FrameDecoder, PayloadChunk
@@ -210,6 +210,9 @@ class ConnectionAnalysis:
     bytes: tuple[ByteAccount, ByteAccount] = field(
         default_factory=lambda: (ByteAccount(), ByteAccount())
     )
+    close: CloseStory | None = None
+    """How this connection ended (:func:`wsanalyze.closing.close_story`), computed once
+    when the capture has been read."""
     proxied_client: str | None = None
     """``ip:port`` of the client named by a PROXY protocol header, when one was sent."""
     transcript: list[tuple[int, int, int | None, str | None, str]] = field(default_factory=list)
@@ -895,8 +898,9 @@ def analyze_capture(
     for a in analyses:
         # TCP-level findings belong to the connection; give every finding its id.
         a.findings[:0] = a.tcp.findings
+        a.close = close_story(a)
         if a.websocket:
-            a.findings.extend(close_findings(a))  # RFC 6455 §7: how this leg ended
+            a.findings.extend(close_findings(a, a.close))  # RFC 6455 §7: how this leg ended
         a.findings = [_located(f, a.id, role) for f in a.findings]
     listed = [a for a in analyses if a.http]
     findings = [replace(f, capture=role) for f in reader.findings]

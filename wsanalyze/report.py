@@ -22,7 +22,7 @@ import markupsafe
 
 from . import __version__
 from .catalogue import CATALOGUE
-from .closing import close_story, describe_pair
+from .closing import describe_pair, story_of
 from .model import Direction, Opcode, Severity
 from .redact import Redactor
 from .timing import handshake_timing
@@ -123,7 +123,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         "frames": frames,
         "messages": messages,
         "close": close,
-        "close_story": close_story(a).as_json(ts=iso, text=lambda t: r.text(t) or ""),
+        "close_story": story_of(a).as_json(ts=iso, text=lambda t: r.text(t) or ""),
         "tcp": {
             "first_fin_from": str(ends[min(fins)[1]]) if fins else None,
             "rst_from": [str(ends[d]) for d, ts in enumerate(t.rst_ts_ns) if ts is not None],
@@ -194,8 +194,8 @@ def to_json(analysis, *, redact: bool = True) -> dict[str, Any]:
                 "messages_matched": len(p.matches),
                 "handshake_timing_ms": handshake_timing(p, theta_ns).as_ms(),
                 "close": describe_pair(
-                    close_story(p.client),
-                    close_story(p.server),
+                    story_of(p.client),
+                    story_of(p.server),
                     theta_ns,
                     text=lambda t: r.text(t) or "",
                 ),

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .behaviour import BEHAVIOUR as _BEHAVIOUR
 from .catalogue import CATALOGUE
-from .closing import close_story
+from .closing import story_of
 from .correlate import ClockOffset, Correlation
 from .model import Direction, Finding, Opcode, Severity
 from .pipeline import CaptureAnalysis
@@ -251,7 +251,7 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
         for a in cap.connections:
             t = a.tcp
             hs = a.handshake
-            story = close_story(a)
+            story = story_of(a)
             req, resp = a.exchange
             first_close: dict[int, int | None] = {}
             first_close_ts: dict[int, int] = {}
