@@ -138,6 +138,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``wsanalyze`` (subcommand ``pcap``); usage errors are
+    one line on stderr and exit code 2."""
     from .filters import parse_host, parse_path, parse_time_window
 
     parser = _Parser(
