@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -554,3 +555,144 @@ class ProxiedLegs:
 
     def build(self) -> tuple[list, list]:
         return self.flows["c"].packets, self.flows["s"].packets
+
+
+# --- F5 BIG-IP Ethernet trailers (tcpdump -i 0.0:nnn on a BIG-IP) ----------------------------
+# Layouts of Wireshark's packet-f5ethtrailer.c; see wsanalyze.f5trailer.
+
+
+def f5_address(ip: str, route_domain: int | None = None) -> bytes:
+    """A 16-byte trailer address: IPv4 as ``::ffff:a.b.c.d`` or, in a route domain,
+    ``2620:0:c10:f501:0:RD:a.b.c.d``; IPv6 as is."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6:
+        return addr.packed
+    if route_domain is None:
+        return bytes(10) + b"\xff\xff" + addr.packed
+    return (
+        bytes.fromhex("26200000 0c10f501 0000".replace(" ", ""))
+        + struct.pack("!H", route_domain)
+        + addr.packed
+    )
+
+
+def f5_high_fields(
+    remote: tuple[str, int],
+    local: tuple[str, int],
+    *,
+    proto: int = 6,
+    vlan: int = 0,
+    remote_rd: int | None = None,
+    local_rd: int | None = None,
+) -> bytes:
+    """The 39 bytes of high noise: peer IP protocol, VLAN, remote and local address
+    (16 bytes each), remote and local port."""
+    return (
+        struct.pack("!BH", proto, vlan)
+        + f5_address(remote[0], remote_rd)
+        + f5_address(local[0], local_rd)
+        + struct.pack("!HH", remote[1], local[1])
+    )
+
+
+def f5_dpt_trailer(
+    *,
+    ingress: bool = True,
+    slot: int = 0,
+    tmm: int = 0,
+    vip: bytes = b"",
+    low_version: int = 3,
+    flow_id: int | None = None,
+    peer_id: int = 0,
+    high: bytes | None = None,
+    extra: bytes = b"",
+) -> bytes:
+    """A new-format (BIG-IP 14.0+, "DPT") trailer: header (magic, length, version 1),
+    a low noise TLV (version 2 or 3: flags, slot (0-based), tmm, name length, name;
+    version 4: the name in an object-name block), a medium noise TLV version 4 when
+    ``flow_id`` is given (flow id, peer id, flags, flow type, HA unit, reserved,
+    priority, no RST cause), a high noise TLV version 1 with ``high`` (39 bytes,
+    :func:`f5_high_fields`), then ``extra`` (whole TLVs, e.g. another provider)."""
+
+    def tlv(typ: int, version: int, data: bytes, provider: int = 1) -> bytes:
+        return struct.pack("!HHHH", provider, typ, 8 + len(data), version) + data
+
+    flags = 1 if ingress else 0  # version 2: the ingress byte; 3 and 4: flag bit 0
+    if low_version < 4:
+        low = struct.pack("!BBBB", flags, slot, tmm, len(vip)) + vip
+    else:
+        block = b"\x00" + bytes([len(vip)]) + vip if vip else b""
+        block += b"\x01\x031.1"  # the physical port: an object name of another type
+        low = struct.pack("!BBBB", flags, slot, tmm, len(block)) + block
+    body = tlv(1, low_version, low)
+    if flow_id is not None:
+        med = struct.pack("!QQIIBBIBB", flow_id, peer_id, 0, 0x10, 0, 0, 0, 3, 0)
+        body += tlv(2, 4, med)
+    if high is not None:
+        body += tlv(3, 1, high)
+    body += extra
+    return struct.pack("!4sHH", b"\xf5\xde\xb0\xf5", 8 + len(body), 1) + body
+
+
+def f5_legacy_trailer(
+    *,
+    ingress: bool = True,
+    slot: int = 0,
+    tmm: int = 0,
+    vip: bytes = b"",
+    flow_id: int | None = None,
+    peer_id: int = 0,
+    high: bytes | None = None,
+) -> bytes:
+    """An old-format (BIG-IP 11.2-13.x) trailer: TLVs ``type, length, version, data``
+    (``length`` counts from the version byte): low noise version 1 (ingress, slot
+    (0-based), tmm, name length, name), medium noise version 1 when ``flow_id`` is
+    given (64-bit flow and peer ids, flags, flow type, HA unit, ingress slot and port,
+    no RST cause), high noise version 0 with ``high`` (39 bytes)."""
+
+    def tlv(typ: int, version: int, data: bytes) -> bytes:
+        return bytes([typ, len(data) + 1, version]) + data
+
+    out = tlv(1, 1, struct.pack("!BBBB", int(ingress), slot, tmm, len(vip)) + vip)
+    if flow_id is not None:
+        out += tlv(2, 1, struct.pack("!QQIBBHHB", flow_id, peer_id, 0x10, 0, 0, 0, 0, 0))
+    if high is not None:
+        out += tlv(3, 0, high)
+    return out
+
+
+def with_f5_trailer(packet, trailer: bytes, *, fcs: bytes = b"", pad_to: int = 60):
+    """``packet`` (Ether/IP/TCP) as a BIG-IP tcpdump writes it: the frame zero-padded to
+    ``pad_to`` bytes (Ethernet's minimum without FCS), then ``fcs``, then the trailer.
+    The IP total length still covers the IP datagram only. Keeps the packet time."""
+    raw = bytes(packet)
+    raw += bytes(max(0, pad_to - len(raw))) + fcs + trailer
+    out = Ether(raw)  # the bytes after the IP datagram become scapy's Padding layer
+    assert bytes(out) == raw
+    out.time = packet.time
+    return out
+
+
+def f5_leg(
+    packets: Sequence,
+    flow_id: int,
+    peer_id: int,
+    *,
+    peer_from: float = 0.0,
+    first_without_flow: bool = False,
+    ingress_src: str | None = None,
+    legacy: bool = False,
+) -> list:
+    """Every packet of one proxy leg with a medium-noise F5 trailer: ``flow_id``, and
+    ``peer_id`` from time ``peer_from`` on (0 before: the connection on the other side
+    of the BIG-IP did not exist yet). ``first_without_flow``: the first packet (the
+    client's SYN on the client side, before TMM created the flow) carries flow id 0.
+    Packets from ``ingress_src`` entered the BIG-IP, the others left it."""
+    make = f5_legacy_trailer if legacy else f5_dpt_trailer
+    out = []
+    for k, p in enumerate(sorted(packets, key=lambda q: float(q.time))):
+        flow = 0 if first_without_flow and k == 0 else flow_id
+        peer = peer_id if float(p.time) >= peer_from and flow else 0
+        trailer = make(ingress=p[IP].src == ingress_src, slot=0, tmm=1, flow_id=flow, peer_id=peer)
+        out.append(with_f5_trailer(p, trailer))
+    return out

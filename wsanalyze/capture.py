@@ -25,8 +25,11 @@ Policy
   * Packet numbers are 1-based record numbers counting every packet record
     (pcap record, or pcapng EPB/SPB/PB), as Wireshark's frame numbers.
   * The TCP payload is delimited by the IP total length (IPv6 payload length),
-    never by the captured length: Ethernet padding and trailers (the F5 BIG-IP
-    trailer) are ignored. A total length of 0 (TCP segmentation offload seen on
+    never by the captured length: Ethernet padding and trailers are not payload.
+    On Ethernet, 7 or more bytes after the IP datagram may be an F5 BIG-IP trailer
+    (``tcpdump -i 0.0:nnn``): :func:`wsanalyze.f5trailer.parse_f5_trailer` decodes
+    it into ``Segment.f5_trailer`` (shorter tails are padding and cost one integer
+    comparison). A total length of 0 (TCP segmentation offload seen on
     the sending host) means "up to the end of the packet on the wire".
   * IP fragments of TCP are not reassembled: they are skipped with a
     ``capture_ip_fragment`` finding (IPv6 atomic fragments are decoded).
@@ -56,6 +59,8 @@ from typing import Any
 
 from .catalogue import finding
 from .errors import CaptureError
+from .f5trailer import MIN_TRAILER_BYTES as _MIN_TRAILER_BYTES
+from .f5trailer import parse_f5_trailer
 from .model import Finding, Segment
 
 __all__ = ["CaptureReader", "open_capture", "MAX_RECORD_BYTES"]
@@ -70,6 +75,10 @@ _MAX_REASONS = 8
 """How many distinct reasons an aggregated finding tracks (the rest count as "other")."""
 
 _NS = 1_000_000_000
+
+_MIN_ETH_TRAILER = 14 + _MIN_TRAILER_BYTES
+"""Fast path: ``caplen - ip_total_length`` from which bytes after the IP datagram
+may hold an F5 trailer (less is at most Ethernet padding, never parsed)."""
 
 # --- file format constants --------------------------------------------------
 
@@ -612,6 +621,8 @@ class CaptureReader:
         eth_ip4 = _ETH_IP4
         tcp = _TCP
         seg = Segment
+        f5 = parse_f5_trailer
+        min_trailer = _MIN_ETH_TRAILER
         pkt = tcp_n = 0
         max_ts = -(1 << 200)
         min_ts = 1 << 200
@@ -651,8 +662,11 @@ class CaptureReader:
                         if p + 54 <= a <= b:
                             tcp_n += 1
                             self.packets, self.tcp_packets, self.bytes_read = pkt, tcp_n, off
+                            # Bytes after the IP datagram: padding (< 7), or an F5 trailer?
+                            tr = None if caplen - tot < min_trailer else f5(buf[b : p + caplen])
+                            pl = buf[a:b]
                             yield seg(
-                                pkt, ts, src, sport, dst, dport, sq, ak, flags, win, buf[a:b], b - a
+                                pkt, ts, src, sport, dst, dport, sq, ak, flags, win, pl, b - a, tr
                             )
                             continue
                 s = decode(buf, p, caplen, origlen, lt, pkt, ts)
@@ -678,6 +692,8 @@ class CaptureReader:
         eth_ip4 = _ETH_IP4
         tcp = _TCP
         seg = Segment
+        f5 = parse_f5_trailer
+        min_trailer = _MIN_ETH_TRAILER
         s = _STRUCTS["<"]
         block = s["block"]
         u32 = s["u32"]
@@ -801,8 +817,11 @@ class CaptureReader:
                         if p + 54 <= a <= b:
                             tcp_n += 1
                             self.packets, self.tcp_packets, self.bytes_read = pkt, tcp_n, off
+                            # Bytes after the IP datagram: padding (< 7), or an F5 trailer?
+                            tr = None if caplen - tot < min_trailer else f5(buf[b : p + caplen])
+                            pl = buf[a:b]
                             yield seg(
-                                pkt, ts, src, sport, dst, dport, sq, ak, flags, win, buf[a:b], b - a
+                                pkt, ts, src, sport, dst, dport, sq, ak, flags, win, pl, b - a, tr
                             )
                             continue
                 sg = decode(buf, p, caplen, origlen, lt, pkt, ts)
@@ -991,4 +1010,9 @@ class CaptureReader:
             b = a
         if b < ip_end:
             self._note("capture_packet_cut_by_snaplen", pkt, ts)
-        return Segment(pkt, ts, src, sport, dst, dport, sq, ak, flags, win, buf[a:b], ip_end - a)
+        trailer = None
+        if lt == LINKTYPE_ETHERNET and cap_end - ip_end >= _MIN_TRAILER_BYTES:
+            trailer = parse_f5_trailer(buf[ip_end:cap_end])
+        return Segment(
+            pkt, ts, src, sport, dst, dport, sq, ak, flags, win, buf[a:b], ip_end - a, trailer
+        )

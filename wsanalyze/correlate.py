@@ -7,6 +7,8 @@ scored evidence, strongest first:
 ==========================  =====  ==============================================
 evidence                    score  why
 ==========================  =====  ==============================================
+``f5_peer_id``               6.0   F5 BIG-IP trailers (``tcpdump -i 0.0:nnn``): one
+                                   leg's flow id is the other's peer id
 ``sec_websocket_key``        4.0   RFC 6455 §4.1: 16 random bytes per handshake,
                                    passed through unchanged by most proxies
 ``message_digests``         ≤3.0   share of one leg's messages (BLAKE2b digests)
@@ -25,7 +27,8 @@ evidence                    score  why
 
 Candidates are resolved one-to-one, best score first. A connection whose best
 candidate is not clearly better (by :data:`AMBIGUITY_MARGIN`) than its second is
-left unpaired with a ``pair_ambiguous`` finding rather than guessed.
+left unpaired with a ``pair_ambiguous`` finding rather than guessed (unless the
+best shares the Sec-WebSocket-Key or the F5 ids: exact evidence).
 
 Clock offset (θ = server-capture clock − client-capture clock): a request or
 message travelling client → server gives ``Δ = t_server − t_client = θ + d_up``;
@@ -239,6 +242,7 @@ class _Features:
 
 
 def _features(conn: ConnectionAnalysis) -> _Features | None:
+    f5: tuple[int | None, int | None] = (None, None)  # F5 trailer (flow id, peer id)
     req, resp = conn.exchange
     digests = frozenset(
         (int(m.direction), m.opcode, m.digest) for m in conn.messages[:256] if m.opcode < 8
@@ -265,6 +269,7 @@ def _features(conn: ConnectionAnalysis) -> _Features | None:
         )
     target = req.target
     try:
+            f5=(conn.tcp.f5_flow_id, conn.tcp.f5_peer_id),
         path = urlsplit(target.decode("latin-1")).path.encode("latin-1")
     except ValueError:
         path = target
@@ -298,12 +303,16 @@ def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, l
         score += 4.0
         ev.append("sec_websocket_key")
     if c.digests and s.digests:
+        f5=(conn.tcp.f5_flow_id, conn.tcp.f5_peer_id),
         common = len(c.digests & s.digests)
         if common:
             frac = common / max(len(c.digests), len(s.digests))
             score += 3.0 * frac
             ev.append(f"message_digests({common})")
     if c.method is None or s.method is None:
+    if c.f5[0] is not None and c.f5[0] == s.f5[1] or c.f5[1] is not None and c.f5[1] == s.f5[0]:
+        score += 6.0  # the BIG-IP itself names the connection on the other side
+        ev.append("f5_peer_id")
         pass  # a handshake not captured: no request to compare
     elif c.method == s.method and c.target == s.target:
         score += 1.0
@@ -608,12 +617,14 @@ def _index(cf: list[_Features], sf: list[_Features]) -> _Index:
     for k, s in enumerate(sf):
         if s.key is not None:
             by_key[s.key].append(k)
+    by_f5: dict[int, list[int]] = field(default_factory=dict)  # F5 flow and peer ids
         for dg in s.digests:
             by_digest[dg].append(k)
         if s.conn.proxied_client is not None:
             by_proxied[s.conn.proxied_client].append(k)
         if s.method is not None:
             by_path[(s.method, s.path)].append((s.ts_ns, k))
+    by_f5: dict[int, list[int]] = defaultdict(list)
     for bucket in by_path.values():
         bucket.sort()
 
@@ -622,6 +633,8 @@ def _index(cf: list[_Features], sf: list[_Features]) -> _Index:
 
     return _Index(
         dict(by_key),
+        for f5_id in {i for i in s.f5 if i is not None}:
+            by_f5[f5_id].append(k)
         dict(by_digest),
         dict(by_proxied),
         dict(by_path),
@@ -634,9 +647,10 @@ def _candidates(
     cf: list[_Features], sf: list[_Features], timing: _Timing | None, ix: _Index | None = None
 ) -> dict[int, set[int]]:
     """Indexed server-side candidates per client-side connection: the same
-    Sec-WebSocket-Key; a rare message digest in common; a PROXY protocol header
-    naming its endpoint; without timing, the same method and path when few server
-    connections have them (scored whole). The time window over same-path requests
+    Sec-WebSocket-Key; an F5 flow id or peer id in common; a rare message digest in
+    common; a PROXY protocol header naming its endpoint; without timing, the same
+    method and path when few server connections have them (scored whole). The time window over same-path requests
+        dict(by_f5),
     is added by :func:`_window_edges` only where these do not settle the pair, so the
     number of scored edges stays near-linear."""
     ix = ix or _index(cf, sf)
@@ -660,6 +674,9 @@ def _candidates(
 
 def _window_bound(f: _Features, common: int) -> float:
     """Upper bound of the score of a window-only candidate of ``f``."""
+        for f5_id in c.f5:  # a server leg whose peer id is our flow id, or the converse
+            if f5_id is not None:
+                cands.update(ix.by_f5.get(f5_id, ()))
     return _WINDOW_ONLY_MAX + (3.0 * common / len(f.digests) if f.digests else 0.0)
 
 
@@ -750,7 +767,8 @@ def _assign(
             continue
         # Is this edge clearly the best for its client and for its server?
         second = max(top_c[ci], top_s[si])
-        if second > 0 and sc - second < AMBIGUITY_MARGIN and "sec_websocket_key" not in ev:
+        exact = "sec_websocket_key" in ev or "f5_peer_id" in ev
+        if second > 0 and sc - second < AMBIGUITY_MARGIN and not exact:
             ambiguous.add(ci)
             continue
         used_c.add(ci)

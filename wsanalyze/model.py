@@ -124,6 +124,8 @@ class Segment:
     ``payload`` holds the captured TCP payload; ``payload_len`` is its length
     according to the IP header, larger when the snapshot length cut the packet.
     ``flags`` is the TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10).
+    ``f5_trailer`` is the F5 BIG-IP Ethernet trailer that followed the IP datagram
+    in the frame (:class:`F5Trailer`), None when there was none.
     """
 
     packet: int
@@ -138,6 +140,7 @@ class Segment:
     window: int
     payload: bytes
     payload_len: int
+    f5_trailer: F5Trailer | None = None
 
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -155,6 +158,41 @@ class Endpoint:
 
     def __str__(self) -> str:
         return _endpoint_text(self.ip, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class F5Trailer:
+    """The F5 BIG-IP Ethernet trailer ("noise") that ``tcpdump -i 0.0:nnn`` on a
+    BIG-IP appends to each frame, decoded by :func:`wsanalyze.f5trailer.parse_f5_trailer`
+    (formats: Wireshark's ``packet-f5ethtrailer.c``).
+
+    ``format`` is ``"legacy"`` (BIG-IP 9.4.2-13.x type/length/version TLVs) or
+    ``"dpt"`` (14.0+, magic 0xF5DEB0F5); ``length`` the trailer's bytes. Low noise
+    (``:n``): ``ingress`` (True when the packet entered the BIG-IP), ``slot``
+    (1-based), ``tmm`` (0-based), ``virtual_server`` (name, None if none). Medium
+    noise (``:nn``): ``flow_id``, the id of this packet's connection flow in TMM, and
+    ``peer_id``, the flow id of the connection on the other side of the proxy (0:
+    none yet). High noise (``:nnn``), given only when ``peer_id`` is not 0: the peer
+    connection's IP protocol, VLAN, and its ``peer_remote`` and ``peer_local``
+    :class:`Endpoint` (from the BIG-IP's point of view; addresses 4 bytes for IPv4,
+    16 for IPv6) with their route domains (None outside one). Fields of a noise
+    level the trailer does not carry are None.
+    """
+
+    format: str
+    length: int
+    ingress: bool | None = None
+    slot: int | None = None
+    tmm: int | None = None
+    virtual_server: str | None = None
+    flow_id: int | None = None
+    peer_id: int | None = None
+    peer_ipproto: int | None = None
+    peer_vlan: int | None = None
+    peer_remote: Endpoint | None = None
+    peer_local: Endpoint | None = None
+    peer_remote_route_domain: int | None = None
+    peer_local_route_domain: int | None = None
 
 
 @functools.lru_cache(maxsize=65536)

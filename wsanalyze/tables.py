@@ -84,6 +84,8 @@ CONNECTIONS: dict[str, Any] = {
     "findings": "int64",
 }
 
+    "f5_flow_id": "UInt64",  # F5 BIG-IP trailer ids (unsigned 64-bit); <NA> without trailers
+    "f5_peer_id": "UInt64",
 FRAMES: dict[str, Any] = {
     "connection_id": STR,
     "capture": CAPTURE,
@@ -317,6 +319,8 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
             for k, v in row.items():
                 cols[k].append(v)
     return _frame(cols, CONNECTIONS)
+                "f5_flow_id": t.f5_flow_id,
+                "f5_peer_id": t.f5_peer_id,
 
 
 def frames_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
@@ -682,6 +686,11 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
     "frames": {
         "ts": "time of the packet carrying the frame's last byte",
         "first_ts": "time of the packet carrying the frame's first byte",
+        "f5_flow_id": "F5 BIG-IP trailer (`tcpdump -i 0.0:nn` or `:nnn` on a BIG-IP): the "
+        "first non-zero flow id of the connection (Wireshark `f5ethtrailer.flowid`); NA "
+        "without trailers",
+        "f5_peer_id": "the first non-zero peer id: the flow id of the connection on the other "
+        "side of the BIG-IP (`f5ethtrailer.peerid`), which pairs the legs; NA if none",
         "offset": "stream offset of the first header byte in its direction, bytes",
         "fin": "FIN bit: last frame of a message",
         "rsv1": "RSV1 bit (permessage-deflate: compressed message, RFC 7692 §6)",

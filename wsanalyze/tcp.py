@@ -54,8 +54,9 @@ Policy
   finding; data after a FIN or RST in the same direction is ignored.
 
 Performance: an in-order segment on an established connection costs one dict
-lookup on ``(src, sport, dst, dport)``, a few integer comparisons and one
-``sink.data`` call. Everything else takes the slow path.
+lookup on ``(src, sport, dst, dport)``, a few integer comparisons, one test for an
+F5 trailer (``TcpConnection.f5_flow_id``/``f5_peer_id``) and one ``sink.data``
+call. Everything else takes the slow path.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from operator import itemgetter
 from typing import Protocol
 
 from .catalogue import finding
-from .model import ACK, FIN, RST, SYN, Direction, Endpoint, Finding, Segment
+from .model import ACK, FIN, RST, SYN, Direction, Endpoint, F5Trailer, Finding, Segment
 
 __all__ = ["StreamSink", "TcpConnection", "TcpReassembler"]
 
@@ -97,6 +98,14 @@ def _signed(diff: int) -> int:
     """A difference of two 32-bit sequence numbers as a signed 32-bit value."""
     diff &= _MASK
     return diff - _MOD if diff >= _HALF else diff
+
+
+def _take_f5(conn: TcpConnection, trailer: F5Trailer) -> None:
+    """Keep the first non-zero F5 flow id and peer id of a connection."""
+    if conn.f5_flow_id is None and trailer.flow_id:
+        conn.f5_flow_id = trailer.flow_id
+    if conn.f5_peer_id is None and trailer.peer_id:
+        conn.f5_peer_id = trailer.peer_id
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
@@ -244,6 +253,13 @@ class TcpConnection:
     ``isn`` (None if unknown), ``packets`` (segments), ``bytes`` (payload bytes
     delivered), ``retransmissions`` (segments), ``gaps`` (count), ``gap_bytes``,
     ``fin_ts_ns``, ``fin_packet``, ``rst_ts_ns``, ``rst_packet``.
+
+    F5 BIG-IP trailers (:attr:`~wsanalyze.model.Segment.f5_trailer`, captures taken
+    with ``tcpdump -i 0.0:nn`` or ``:nnn`` on a BIG-IP): ``f5_flow_id`` is the first
+    non-zero flow id and ``f5_peer_id`` the first non-zero peer id seen in either
+    direction (TMM's id of this connection, and of the connection on the other side
+    of the proxy: 0 until that one exists, e.g. at the first SYN); None without
+    trailers. A client-side connection's peer id is its server-side twin's flow id.
     """
 
     __slots__ = (
@@ -261,6 +277,8 @@ class TcpConnection:
         "findings",
         "sink",
         "ended",
+        "f5_flow_id",
+        "f5_peer_id",
         "_halves",
         "_awaiting_ack",
         "_retrans_packets",
@@ -283,6 +301,8 @@ class TcpConnection:
         self.findings: list[Finding] = []
         self.sink: StreamSink | None = None
         self.ended = False  # end() was called
+        self.f5_flow_id: int | None = None  # first non-zero F5 trailer ids (see above)
+        self.f5_peer_id: int | None = None
         self._awaiting_ack = False  # SYN-ACK seen, client's handshake ACK not yet
         self._retrans_packets: list[int] = []  # first few, for the summary finding
         c2s = _Half(self, C2S, (client.ip, client.port, server.ip, server.port))
@@ -446,6 +466,8 @@ class TcpReassembler:
                     h.s_data(h.direction, off, payload, ts, packet)
                 if flags & ACK and h.peer.waiting:
                     self._ack(h.peer, seg)
+                if seg.f5_trailer is not None:
+                    _take_f5(h.conn, seg.f5_trailer)
                 return
         self._slow(seg, h)
 
@@ -464,6 +486,8 @@ class TcpReassembler:
         conn = h.conn
         conn.last_ts_ns = ts
         h.packets += 1
+        if seg.f5_trailer is not None:
+            _take_f5(conn, seg.f5_trailer)
 
         data_seq = seq
         if flags & SYN:
