@@ -22,6 +22,18 @@ k8s channels and exit code) and exits 1 with an explanation if not, so a broken 
 never ships quietly. Needs tshark (Wireshark >= 3.6); reads run.log and the
 proxy configuration (nginx.conf, haproxy.cfg or apache2.conf) written beside the pcaps by
 make_captures.sh for the software versions and the configuration shown in MANIFEST.md.
+
+The HTTP/2-backend scenarios (captures/h2/haproxy-h2*: HAProxy `server ... proto h2`, each
+WebSocket an RFC 8441 extended CONNECT stream on the server leg) go to their own file,
+captures/expected_h2.json, and their own MANIFEST.md section (when present). The server
+leg is read with tshark's HTTP/2 dissector (`-d tcp.port==8080,http2`: frames, SETTINGS,
+HPACK header lists, RST_STREAM, GOAWAY, DATA) and an own parse of the HTTP/2 framing of the
+TCP bytes, which must agree frame by frame; tshark 4.0 does not dissect WebSocket inside
+DATA, so each stream's WebSocket messages come from the own RFC 6455 decoding of its DATA
+payloads. The pairs (client connection <-> server connection + stream id) rest on the
+forwarded Sec-WebSocket-Key, the unique text tokens and run.log (the backend's request log,
+HAProxy's log line); per pair the proxy delay of every message matched by (opcode, payload
+digest) is computed from tshark's frame times (both captures share one clock).
 """
 
 from __future__ import annotations
@@ -417,8 +429,10 @@ def ws_frames(data: bytes) -> list[dict]:
         if key is not None and n:
             mask = int.from_bytes((key * (n // 4 + 1))[:n], "big")
             payload = (int.from_bytes(payload, "big") ^ mask).to_bytes(n, "big")
+        # start / end: the frame's first and one-past-last byte offsets in `data`
         frames.append({"fin": bool(b0 & 0x80), "rsv1": bool(b0 & 0x40), "opcode": b0 & 0x0F,
-                       "masked": key is not None, "length": n, "payload": payload})
+                       "masked": key is not None, "length": n, "payload": payload,
+                       "start": pos, "end": p + n})
         pos = p + n
     return frames
 
@@ -475,13 +489,15 @@ def ws_messages(frames: list[dict], inflater: Inflater | None) -> list[dict]:
         if op >= 8:
             out.append({"opcode": OPCODES.get(op, f"opcode{op}"), "frames": 1, "compressed": False,
                         "wire_bytes": f["length"], "payload": f["payload"], "fin": [f["fin"]],
-                        "frame_bytes": [f["length"]], "controls_inside": 0})
+                        "frame_bytes": [f["length"]], "controls_inside": 0,
+                        "start": f["start"], "end": f["end"]})
             if cur is not None:
                 cur["controls_inside"] += 1
             continue
         if op in (1, 2):
             cur = {"opcode": OPCODES[op], "frames": 0, "compressed": f["rsv1"], "wire_bytes": 0,
-                   "parts": [], "fin": [], "frame_bytes": [], "controls_inside": 0}
+                   "parts": [], "fin": [], "frame_bytes": [], "controls_inside": 0,
+                   "start": f["start"]}
         if cur is None:
             continue  # a continuation without a start: not in these captures
         cur["frames"] += 1
@@ -490,6 +506,7 @@ def ws_messages(frames: list[dict], inflater: Inflater | None) -> list[dict]:
         cur["fin"].append(f["fin"])
         cur["frame_bytes"].append(f["length"])
         if f["fin"]:
+            cur["end"] = f["end"]
             wire = b"".join(cur.pop("parts"))
             if cur["compressed"]:
                 check(inflater is not None, "RSV1 set without permessage-deflate")
@@ -1313,6 +1330,1255 @@ def manifest(expected: dict, root: Path) -> str:
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------- HTTP/2 backend
+# The captures/h2/<scenario>/ captures: HAProxy 2.6 with `server ... proto h2` (cleartext
+# HTTP/2 with prior knowledge). The client leg is HTTP/1.1 WebSocket as everywhere else; on
+# the server leg each WebSocket is an RFC 8441 extended CONNECT (`:method CONNECT`,
+# `:protocol websocket`) on an HTTP/2 stream, its frames inside DATA frames. tshark 4.0
+# decodes the HTTP/2 frames and HPACK (`-d tcp.port==8080,http2`) but not the WebSocket
+# inside DATA, so the HTTP/2 framing is also parsed here from the TCP bytes tshark prints
+# (checked frame by frame against tshark's: type, flags, stream, length, SETTINGS,
+# RST_STREAM / GOAWAY codes, DATA payloads), the header lists are tshark's (HPACK), and the
+# WebSocket frames are decoded from each stream's DATA with the RFC 6455 parser above.
+# Every message carries the packets of its first and last byte; "time" is tshark's
+# frame.time_epoch of the packet with the last byte (wsanalyze's message time), and the
+# proxy delays of the pairs are computed from those strings in integer nanoseconds.
+H2_SUBDIR = "h2"
+BACKEND_PORT = 8080
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # RFC 9113 §3.4
+H2_TYPES = {0: "DATA", 1: "HEADERS", 2: "PRIORITY", 3: "RST_STREAM", 4: "SETTINGS", 5: "PUSH_PROMISE",
+            6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE", 9: "CONTINUATION"}
+H2_ERRORS = {0: "NO_ERROR", 1: "PROTOCOL_ERROR", 2: "INTERNAL_ERROR", 3: "FLOW_CONTROL_ERROR",
+             4: "SETTINGS_TIMEOUT", 5: "STREAM_CLOSED", 6: "FRAME_SIZE_ERROR", 7: "REFUSED_STREAM",
+             8: "CANCEL", 9: "COMPRESSION_ERROR", 10: "CONNECT_ERROR", 11: "ENHANCE_YOUR_CALM",
+             12: "INADEQUATE_SECURITY", 13: "HTTP_1_1_REQUIRED"}
+H2_SETTINGS = {1: "HEADER_TABLE_SIZE", 2: "ENABLE_PUSH", 3: "MAX_CONCURRENT_STREAMS",
+               4: "INITIAL_WINDOW_SIZE", 5: "MAX_FRAME_SIZE", 6: "MAX_HEADER_LIST_SIZE",
+               8: "ENABLE_CONNECT_PROTOCOL"}
+END_STREAM, END_HEADERS, PADDED, PRIORITY_FLAG, ACK = 0x1, 0x4, 0x8, 0x20, 0x1
+
+# What each scenario is, and the ground truth tshark's reading is checked against.
+H2_SCENARIOS: dict[str, dict] = {
+    "haproxy-h2": {
+        "title": "HAProxy 2.6 with an HTTP/2 backend (`proto h2`): RFC 8441 extended CONNECT, "
+                 "three concurrent clients, one server connection each",
+        "clients": MULTI_CLIENTS,
+        "messages": MULTI_MESSAGES,
+        "connections": {"client": 3, "server": 3},
+        "streams_per_connection": [1, 1, 1],
+        "client_status": [101, 101, 101],
+        "server_status": [200, 200, 200],
+        "backend_enable_connect_protocol": 1,
+        "rst_streams": [],
+    },
+    "haproxy-h2-multiplex": {
+        "title": "HAProxy 2.6 with an HTTP/2 backend and `http-reuse always`: three WebSockets "
+                 "multiplexed as three streams of one server connection",
+        "clients": MULTI_CLIENTS,
+        "messages": MULTI_MESSAGES,
+        "connections": {"client": 3, "server": 1},
+        "streams_per_connection": [3],
+        "client_status": [101, 101, 101],
+        "server_status": [200, 200, 200],
+        "backend_enable_connect_protocol": 1,
+        "rst_streams": [],
+    },
+    "haproxy-h2-no-connect-protocol": {
+        "title": "HAProxy 2.6 with an HTTP/2 backend whose SETTINGS disable extended CONNECT "
+                 "(SETTINGS_ENABLE_CONNECT_PROTOCOL = 0): the client gets a 502",
+        "clients": {},
+        "connections": {"client": 1, "server": 1},
+        "streams_per_connection": [1],
+        "client_status": [502],
+        "server_status": [None],
+        "backend_enable_connect_protocol": 0,  # sent, with the value 0 (the h2 library's default)
+        "rst_streams": [("client", "INTERNAL_ERROR")],
+        "goaway": [("server", "PROTOCOL_ERROR")],
+    },
+    "haproxy-h2-rst": {
+        "title": "HAProxy 2.6 with an HTTP/2 backend that refuses: a 403 on one stream, "
+                 "RST_STREAM(REFUSED_STREAM) on another",
+        "clients": {},
+        "connections": {"client": 2, "server": 2},
+        "streams_per_connection": [1, 1],
+        "client_status": [403, 502],
+        "server_status": [403, None],
+        "backend_enable_connect_protocol": 1,
+        "rst_streams": [("server", "REFUSED_STREAM")],
+    },
+}
+
+def as_list(v) -> list:  # type: ignore[no-untyped-def]
+    """--no-duplicate-keys merges repeated keys into a list; a single one stays a value."""
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]
+
+
+def epoch_ns(ts: str) -> int:
+    """tshark's frame.time_epoch string ("1795273134.532258000") in integer nanoseconds."""
+    sec, _, frac = ts.partition(".")
+    return int(sec) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def delay_ms(later: str, earlier: str) -> float:
+    return round((epoch_ns(later) - epoch_ns(earlier)) / 1e6, 3)
+
+
+def read_tcp(pcap: Path) -> dict[int, dict]:
+    """Per tcp.stream: endpoints (src = the SYN's sender), per-direction bytes in sequence
+    order, and for each byte range the packet that carried it first (frame number and
+    tshark's frame.time_epoch string), FIN and RST packets each way."""
+    pkts = tshark_json(pcap, [
+        "frame.number", "frame.time_epoch", "tcp.stream", "ip.src", "tcp.srcport", "ip.dst",
+        "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset",
+        "tcp.len", "tcp.seq", "tcp.payload",
+    ], "tcp")
+    conns: dict[int, dict] = {}
+    for p in pkts:
+        sid = int(one(p, "tcp.stream"))
+        src = f"{one(p, 'ip.src')}:{one(p, 'tcp.srcport')}"
+        dst = f"{one(p, 'ip.dst')}:{one(p, 'tcp.dstport')}"
+        num, ts = int(one(p, "frame.number")), one(p, "frame.time_epoch")
+        flag = {k: one(p, f"tcp.flags.{k}") in ("1", "True") for k in ("syn", "ack", "fin", "reset")}
+        plen = int(one(p, "tcp.len", "0"))
+        c = conns.get(sid)
+        if c is None:
+            c = conns[sid] = {"stream": sid, "src": src, "dst": dst, "syn_seen": False, "packets": 0,
+                              "first": (num, ts), "payload_bytes": {d: 0 for d in DIRS},
+                              "max_segment_payload": 0, "fin": {}, "rst": {}, "segs": {d: [] for d in DIRS}}
+        if flag["syn"] and not flag["ack"]:
+            c["src"], c["dst"], c["syn_seen"] = src, dst, True
+        d = "client_to_server" if src == c["src"] else "server_to_client"
+        c["packets"] += 1
+        c["payload_bytes"][d] += plen
+        c["max_segment_payload"] = max(c["max_segment_payload"], plen)
+        if plen:
+            payload = bytes.fromhex(one(p, "tcp.payload", "").replace(":", ""))
+            c["segs"][d].append((int(one(p, "tcp.seq")), payload, num, ts))
+        if flag["fin"]:
+            c["fin"].setdefault(d, (num, ts))
+        if flag["reset"]:
+            c["rst"].setdefault(d, (num, ts))
+    for c in conns.values():
+        c["bytes"], c["chunks"] = {}, {}
+        for d in DIRS:
+            segs = c["segs"][d]
+            first: dict[int, bytes] = {}
+            for seq, payload, _, _ in segs:
+                first.setdefault(seq, payload)  # first copy wins, as in read_capture()
+            c["bytes"][d] = reassemble(first) if segs else b""
+            base = min((s for s, *_ in segs), default=0)
+            c["chunks"][d] = [(seq - base, seq - base + len(pl), num, ts) for seq, pl, num, ts in segs]
+        del c["segs"]
+    return conns
+
+
+def packet_at(c: dict, d: str, offset: int) -> tuple[int, str]:
+    """The packet (number, time) that first carried byte `offset` of direction d."""
+    for start, end, num, ts in c["chunks"][d]:  # in capture order
+        if start <= offset < end:
+            return num, ts
+    raise Failure(f"{c['src']} {d}: no packet carries byte {offset}")
+
+
+def tcp_json(c: dict) -> dict:
+    who = {"client_to_server": "client", "server_to_client": "server"}
+    ends = sorted([(v[0], "fin", who[d], v[1]) for d, v in c["fin"].items()] +
+                  [(v[0], "rst", who[d], v[1]) for d, v in c["rst"].items()])
+    return {
+        "syn_seen": c["syn_seen"],
+        "first_packet": {"packet": c["first"][0], "time": c["first"][1]},
+        "packets": c["packets"],
+        "payload_bytes": c["payload_bytes"],
+        "max_segment_payload": c["max_segment_payload"],
+        # the first FIN and the first RST each way: packet number and time
+        "fin": {who[d]: {"packet": v[0], "time": v[1]} for d, v in sorted(c["fin"].items())},
+        "rst": {who[d]: {"packet": v[0], "time": v[1]} for d, v in sorted(c["rst"].items())},
+        "first_end": ({"kind": ends[0][1], "from": ends[0][2], "packet": ends[0][0], "time": ends[0][3]}
+                      if ends else None),
+    }
+
+
+def h2_message_json(m: dict, locate) -> dict:  # type: ignore[no-untyped-def]
+    """One WebSocket message with the packets of its first and last byte."""
+    first, last = locate(m["start"]), locate(m["end"] - 1)
+    out = {
+        "opcode": m["opcode"],
+        "frames": m["frames"],
+        "compressed": m["compressed"],
+        "payload_bytes": len(m["payload"]),
+        "digest": hashlib.blake2b(m["payload"], digest_size=16).hexdigest(),
+        "preview": preview(m["opcode"], m["payload"]),
+        "first_packet": first[0],
+        "last_packet": last[0],
+        "first_time": first[1],
+        "time": last[1],
+    }
+    if m["opcode"] == "close":
+        out["close_code"] = struct.unpack("!H", m["payload"][:2])[0] if len(m["payload"]) >= 2 else None
+    return out
+
+
+def ws_counts(msgs: list[dict]) -> dict[str, int]:
+    return {k: sum(1 for m in msgs if m["opcode"] == k) for k in ("text", "binary", "ping", "pong", "close")}
+
+
+# ---------------------------------------------------------------- client leg (HTTP/1.1)
+def h1_leg(pcap: Path, where: str) -> list[dict]:
+    """The HTTP/1.1 WebSocket connections of a client.pcap: tshark's HTTP and WebSocket
+    dissection (read_capture, crosscheck_tshark) plus the own decoding located in packets."""
+    cap = read_capture(pcap)
+    tcp = read_tcp(pcap)
+    out = []
+    for c in cap["connections"]:
+        decode_connection(c)
+        crosscheck_tshark(where, c)
+        t = tcp[c["stream"]]
+        check(t["src"] == c["src"] and all(t["bytes"][d] == c["stream_bytes"][d] for d in DIRS),
+              f"{where} {c['src']}: the two TCP readings differ")
+        req = (c.get("requests") or [None])[0]
+        resp = (c.get("responses") or [None])[0]
+        heads = {}
+        for d, what in (("client_to_server", req), ("server_to_client", resp)):
+            data = t["bytes"][d]
+            i = data.find(b"\r\n\r\n")
+            heads[d] = i + 4 if what is not None and i >= 0 else None
+        conn = {
+            "src": c["src"], "dst": c["dst"],
+            "tcp": tcp_json(t),
+            "request": None, "response": None,
+        }
+        if req:
+            num, ts = packet_at(t, "client_to_server", heads["client_to_server"] - 1)
+            conn["request"] = {"method": req["method"], "target": req["target"], "version": req["version"],
+                               "headers": [list(h) for h in req["headers"]], "packet": num, "time": ts}
+        if resp:
+            num, ts = packet_at(t, "server_to_client", heads["server_to_client"] - 1)
+            conn["response"] = {"status": resp["status"], "reason": resp["phrase"], "version": resp["version"],
+                                "headers": [list(h) for h in resp["headers"]], "packet": num, "time": ts}
+            body = after_head(t["bytes"]["server_to_client"])
+            if resp["status"] != 101:
+                conn["response"]["body_bytes"] = len(body or b"")
+                conn["response"]["body_preview"] = (body or b"")[:PREVIEW_BYTES].decode("utf-8", "replace")
+        own = c.get("own")
+        conn["websocket"] = own is not None
+        conn["subprotocol"] = header(resp["headers"], "Sec-WebSocket-Protocol") if resp else None
+        conn["extensions"] = header(resp["headers"], "Sec-WebSocket-Extensions") if resp else None
+        conn["sec_websocket_key"] = header(req["headers"], "Sec-WebSocket-Key") if req else None
+        msgs = {}
+        for d in DIRS:
+            ms = own[d]["messages"] if own else []
+            base = heads[d] or 0
+            msgs[d] = [h2_message_json(m, lambda off, d=d, base=base, t=t: packet_at(t, d, base + off)) for m in ms]
+        conn["messages"] = {d: ws_counts(msgs[d]) for d in DIRS}
+        conn["close_codes"] = {d: [m["close_code"] for m in msgs[d] if m["opcode"] == "close"] for d in DIRS}
+        conn["message_list"] = msgs
+        # internal (not written): the WebSocket bytes after the heads, for the comparison
+        conn["_ws_bytes"] = {d: (t["bytes"][d][heads[d]:] if own and heads[d] is not None else None) for d in DIRS}
+        out.append(conn)
+    return out
+
+
+# ---------------------------------------------------------------- server leg (HTTP/2)
+def h2_frames(data: bytes, preface: bool, where: str) -> list[dict]:
+    """RFC 9113 §4.1 frames of one direction (after the connection preface)."""
+    pos = 0
+    if preface:
+        check(data.startswith(H2_PREFACE), f"{where}: no HTTP/2 connection preface")
+        pos = len(H2_PREFACE)
+    frames = []
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos:pos + 3], "big")
+        typ, flags = data[pos + 3], data[pos + 4]
+        sid = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+        end = pos + 9 + length
+        if end > len(data):
+            break  # cut by the end of the capture
+        payload = data[pos + 9:end]
+        f = {"type": typ, "flags": flags, "stream_id": sid, "length": length, "start": pos, "end": end}
+        if typ == 0:  # DATA
+            skip = 1 if flags & PADDED else 0
+            pad = payload[0] if skip else 0
+            f["data"] = payload[skip:length - pad]
+            f["data_start"] = pos + 9 + skip
+        elif typ == 3:  # RST_STREAM
+            f["error_code"] = int.from_bytes(payload[:4], "big")
+        elif typ == 4:  # SETTINGS
+            f["settings"] = [(int.from_bytes(payload[i:i + 2], "big"), int.from_bytes(payload[i + 2:i + 6], "big"))
+                             for i in range(0, length - length % 6, 6)]
+        elif typ == 7:  # GOAWAY
+            f["last_stream_id"] = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            f["error_code"] = int.from_bytes(payload[4:8], "big")
+            f["debug"] = payload[8:]
+        frames.append(f)
+        pos = end
+    return frames
+
+
+def tshark_h2(pcap: Path) -> dict[tuple[int, str], list[dict]]:
+    """tshark's HTTP/2 frames per (tcp.stream, source port), in order, with the HPACK-decoded
+    header lists, SETTINGS, error codes and DATA payloads."""
+    cmd = ["tshark", "-n", "-r", str(pcap), "-d", f"tcp.port=={BACKEND_PORT},http2", "-T", "json",
+           "-J", "frame tcp http2", "--no-duplicate-keys", "-Y", "http2"]
+    rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout or "[]")
+    out: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        layers = r["_source"]["layers"]
+        num = int(layers["frame"]["frame.number"])
+        key = (int(layers["tcp"]["tcp.stream"]), layers["tcp"]["tcp.srcport"])
+        for layer in as_list(layers.get("http2")):
+            for s in as_list(layer.get("http2.stream")):
+                if "http2.type" not in s:
+                    if "http2.magic" in s:
+                        out[key].append({"magic": True, "packet": num})
+                    continue
+                f = {"type": int(s["http2.type"]), "flags": int(s["http2.flags"], 16),
+                     "stream_id": int(s["http2.streamid"]), "length": int(s["http2.length"]), "packet": num}
+                if "http2.header" in s:
+                    f["headers"] = [(h["http2.header.name"], h.get("http2.header.value", ""))
+                                    for h in as_list(s["http2.header"])]
+                if "http2.settings" in s:
+                    f["settings"] = [(int(e["http2.settings.id"]),
+                                      int(next(v for k, v in e.items() if k != "http2.settings.id")))
+                                     for e in as_list(s["http2.settings"])]
+                if "http2.rst_stream.error" in s:
+                    f["error_code"] = int(s["http2.rst_stream.error"])
+                if "http2.goaway.error" in s:
+                    f["error_code"] = int(s["http2.goaway.error"])
+                    f["last_stream_id"] = int(s["http2.goaway.last_stream_id"])
+                if f["type"] == 0:
+                    f["data"] = bytes.fromhex(s.get("http2.data.data", "").replace(":", ""))
+                out[key].append(f)
+    return out
+
+
+def settings_json(pairs: list[tuple[int, int]]) -> list[dict]:
+    return [{"id": i, "name": H2_SETTINGS.get(i, f"0x{i:x}"), "value": v} for i, v in pairs]
+
+
+def h2_leg(pcap: Path, where: str) -> list[dict]:
+    """The HTTP/2 connections of a server.pcap: own framing of the TCP bytes, checked
+    against tshark's HTTP/2 dissector frame by frame; headers from tshark (HPACK);
+    per stream the WebSocket messages decoded from the DATA payloads."""
+    tcp = read_tcp(pcap)
+    tsh = tshark_h2(pcap)
+    who = {"client_to_server": "client", "server_to_client": "server"}
+    out = []
+    for sid in sorted(tcp):
+        t = tcp[sid]
+        w = f"{where} {t['src']}"
+        own = {d: h2_frames(t["bytes"][d], d == "client_to_server", w) for d in DIRS}
+        port = {"client_to_server": t["src"].rsplit(":", 1)[1], "server_to_client": t["dst"].rsplit(":", 1)[1]}
+        theirs = {d: tsh.get((sid, port[d]), []) for d in DIRS}
+        magic = [f for f in theirs["client_to_server"] if f.get("magic")]
+        check(len(magic) == 1, f"{w}: tshark sees {len(magic)} connection prefaces")
+        theirs = {d: [f for f in theirs[d] if not f.get("magic")] for d in DIRS}
+        for d in DIRS:
+            a = [(f["type"], f["flags"], f["stream_id"], f["length"]) for f in own[d]]
+            b = [(f["type"], f["flags"], f["stream_id"], f["length"]) for f in theirs[d]]
+            check(a == b, f"{w} {d}: own HTTP/2 frames differ from tshark's")
+            for f, g in zip(own[d], theirs[d], strict=True):
+                check(f["type"] != 9, f"{w}: CONTINUATION frames are not handled here")
+                f["packet"], f["time"] = packet_at(t, d, f["end"] - 1)  # where the frame completes
+                check(f["packet"] == g["packet"], f"{w} {d}: frame completes in {f['packet']}, tshark {g['packet']}")
+                for k in ("settings", "error_code", "last_stream_id", "data"):
+                    # (an empty SETTINGS or DATA: no field in tshark's output)
+                    check((f.get(k) or None) == (g.get(k) or None),
+                          f"{w} {d}: {H2_TYPES[f['type']]} {k} differs from tshark's")
+                if "headers" in g:
+                    f["headers"] = g["headers"]
+        conn: dict = {"src": t["src"], "dst": t["dst"], "tcp": tcp_json(t),
+                      "preface_packet": magic[0]["packet"]}
+        conn["frames"] = {d: {n: sum(1 for f in own[d] if f["type"] == k) for k, n in H2_TYPES.items()
+                              if any(f["type"] == k for f in own[d])} for d in DIRS}
+        conn["settings"] = {who[d]: [{"packet": f["packet"], "time": f["time"], "values": settings_json(f["settings"])}
+                                     for f in own[d] if f["type"] == 4 and not f["flags"] & ACK] for d in DIRS}
+        conn["settings_acks"] = {who[d]: [f["packet"] for f in own[d] if f["type"] == 4 and f["flags"] & ACK]
+                                 for d in DIRS}
+        conn["enable_connect_protocol"] = {
+            who[d]: next((v for f in own[d] if f["type"] == 4 and not f["flags"] & ACK
+                          for i, v in f["settings"] if i == 8), None) for d in DIRS}
+        conn["goaway"] = [{"from": who[d], "last_stream_id": f["last_stream_id"], "error_code": f["error_code"],
+                           "error": H2_ERRORS.get(f["error_code"], hex(f["error_code"])),
+                           "debug": f["debug"].decode("utf-8", "replace"), "packet": f["packet"], "time": f["time"]}
+                          for d in DIRS for f in own[d] if f["type"] == 7]
+        conn["goaway"].sort(key=lambda g: g["packet"])
+        conn["streams"] = h2_streams(t, own, w)
+        out.append(conn)
+    return out
+
+
+def h2_streams(t: dict, own: dict[str, list[dict]], where: str) -> list[dict]:
+    who = {"client_to_server": "client", "server_to_client": "server"}
+    streams: dict[int, dict] = {}
+    events = sorted(((f["packet"], f["start"], d, f) for d in DIRS for f in own[d] if f["stream_id"]),
+                    key=lambda e: (e[0], e[1]))
+    for _, _, d, f in events:
+        s = streams.setdefault(f["stream_id"], {
+            "stream_id": f["stream_id"], "request": None, "response": None, "informational": [],
+            "trailers": [], "rst_stream": [], "end_stream": {d2: None for d2 in DIRS},
+            "data_frames": {d2: 0 for d2 in DIRS}, "_data": {d2: [] for d2 in DIRS}})
+        at = {"packet": f["packet"], "time": f["time"]}
+        if f["type"] == 1:
+            hs = f["headers"]
+            block = {"pseudo_headers": [list(h) for h in hs if h[0].startswith(":")],
+                     "headers": [list(h) for h in hs if not h[0].startswith(":")],
+                     "end_stream": bool(f["flags"] & END_STREAM), **at}
+            if d == "client_to_server" and s["request"] is None:
+                s["request"] = block
+            elif d == "server_to_client" and s["response"] is None:
+                status = int(dict(hs).get(":status", "0"))
+                if 100 <= status < 200:
+                    s["informational"].append({"status": status, **block})
+                else:
+                    s["response"] = {"status": status, **block}
+            else:
+                s["trailers"].append({"from": who[d], **block})
+        elif f["type"] == 0:
+            s["data_frames"][d] += 1
+            s["_data"][d].append(f)
+        elif f["type"] == 3:
+            s["rst_stream"].append({"from": who[d], "error_code": f["error_code"],
+                                    "error": H2_ERRORS.get(f["error_code"], hex(f["error_code"])), **at})
+        if f["type"] in (0, 1) and f["flags"] & END_STREAM and s["end_stream"][d] is None:
+            s["end_stream"][d] = {**at, "frame": H2_TYPES[f["type"]], "frame_payload_bytes": f["length"]}
+    out = []
+    for sid in sorted(streams):
+        s = streams[sid]
+        req, resp = s["request"], s["response"]
+        pseudo = dict(map(tuple, req["pseudo_headers"])) if req else {}
+        s["extended_connect"] = pseudo.get(":method") == "CONNECT" and ":protocol" in pseudo
+        s["websocket"] = bool(s["extended_connect"] and pseudo.get(":protocol") == "websocket"
+                              and resp and 200 <= resp["status"] < 300)
+        data = {}
+        for d in DIRS:
+            pieces, buf = [], bytearray()
+            for f in s["_data"][d]:
+                pieces.append((len(buf), len(f["data"]), f["data_start"]))
+                buf += f["data"]
+            data[d] = (bytes(buf), pieces)
+        del s["_data"]
+        s["data_bytes"] = {d: len(data[d][0]) for d in DIRS}
+        msgs: dict[str, list[dict]] = {d: [] for d in DIRS}
+        s["_ws_bytes"] = {d: None for d in DIRS}
+        if s["websocket"]:
+            params = deflate_params(header([tuple(h) for h in resp["headers"]], "Sec-WebSocket-Extensions"))
+            for d in DIRS:
+                buf, pieces = data[d]
+
+                def locate(off: int, d: str = d, pieces: list = pieces, sid: int = sid) -> tuple[int, str]:
+                    for start, n, tcp_off in pieces:
+                        if start <= off < start + n:
+                            return packet_at(t, d, tcp_off + off - start)
+                    raise Failure(f"{where} stream {sid} {d}: no DATA byte {off}")
+
+                def spans(m: dict, pieces: list = pieces) -> int:
+                    return sum(1 for start, n, _ in pieces if start < m["end"] and m["start"] < start + n)
+                inflater = Inflater(**params[d]) if params else None
+                frames = ws_frames(buf)
+                check(sum(f["end"] - f["start"] for f in frames) == len(buf),
+                      f"{where} stream {sid} {d}: DATA is not a whole number of WebSocket frames")
+                msgs[d] = [{**h2_message_json(m, locate), "data_frames": spans(m)}
+                           for m in ws_messages(frames, inflater)]
+                s["_ws_bytes"][d] = buf
+        else:
+            s["body_preview"] = {d: data[d][0][:PREVIEW_BYTES].decode("utf-8", "replace") for d in DIRS}
+        s["messages"] = {d: ws_counts(msgs[d]) for d in DIRS}
+        s["close_codes"] = {d: [m["close_code"] for m in msgs[d] if m["opcode"] == "close"] for d in DIRS}
+        s["message_list"] = msgs
+        out.append(s)
+    return out
+
+
+# ---------------------------------------------------------------- run.log evidence
+def runlog_evidence(run_log: Path) -> dict:
+    """From the logs of the run: the backend's request lines (proxy source endpoint and
+    sec-websocket-key, both servers log them) and HAProxy's httplog lines (client
+    endpoint, status, termination state, request line)."""
+    text = run_log.read_text(errors="replace") if run_log.exists() else ""
+    keys = {m.group(2): m.group(1) for m in
+            re.finditer(r"^\S+ server request (\S+) .*?'sec-websocket-key', '([^']+)'", text, re.M)}
+    log = {}
+    for m in re.finditer(r'^(\d+\.\d+\.\d+\.\d+:\d+) \[[^\]]+\] (\S+) (\S+) (\S+) (-?\d+) (\d+) \S+ \S+ '
+                         r'(\S{4}) \S+ \S+ "([^"]*)"', text, re.M):
+        log[m.group(1)] = {"status": int(m.group(5)), "timers": m.group(4), "termination_state": m.group(7),
+                           "server": m.group(3), "request": m.group(8)}
+    return {"backend_keys": keys, "haproxy_log": log}
+
+
+# ---------------------------------------------------------------- pairing
+def h2_pairs(name: str, spec: dict, cli: list[dict], srv: list[dict], ev: dict) -> list[dict]:
+    streams = [(c, s) for c in srv for s in c["streams"]]
+
+    def skey(s: dict) -> str | None:
+        return header([tuple(h) for h in s["request"]["headers"]], "sec-websocket-key") if s["request"] else None
+
+    labels: dict[str, str] = {}
+    for label, token in spec["clients"].items():
+        cm = [c for c in cli if any(m["opcode"] == "text" and m["preview"] == token
+                                    for m in c["message_list"]["client_to_server"])]
+        sm = [(c, s) for c, s in streams if any(m["opcode"] == "text" and m["preview"] == token
+                                                for m in s["message_list"]["client_to_server"])]
+        check(len(cm) == 1 and len(sm) == 1, f"{name}: token {token!r} on {len(cm)} client-side "
+                                             f"connections / {len(sm)} server-side streams")
+        labels[cm[0]["src"]] = label
+        cm[0]["_token_stream"] = sm[0]
+    pairs = []
+    for c in sorted(cli, key=lambda c: c["request"]["packet"] if c["request"] else 1 << 62):
+        if c["request"] is None:
+            continue
+        key = c["sec_websocket_key"]
+        m = [(sc, s) for sc, s in streams if key is not None and skey(s) == key]
+        matched_by = []
+        if m:
+            check(len(m) == 1, f"{name}: {len(m)} server-side streams carry Sec-WebSocket-Key {key}")
+            matched_by.append("Sec-WebSocket-Key")
+        else:
+            # no request reached the backend (the proxy refused before HEADERS): only an
+            # unambiguous single candidate is accepted
+            check(len(cli) == 1 and len(streams) == 1,
+                  f"{name}: {c['src']} has no server-side stream with its Sec-WebSocket-Key")
+            m = streams
+            matched_by.append("only connection on each leg")
+        sc, s = m[0]
+        if "_token_stream" in c:
+            check(c["_token_stream"][1] is s, f"{name}: token and Sec-WebSocket-Key pairings disagree")
+            matched_by.insert(0, "unique text token")
+        logged = ev["haproxy_log"].get(c["src"])
+        check(logged is not None and c["response"] is not None and logged["status"] == c["response"]["status"],
+              f"{name}: run.log's HAProxy log line for {c['src']} ({logged}) disagrees with the capture")
+        if key is not None and skey(s) == key:
+            check(ev["backend_keys"].get(key) == sc["src"],
+                  f"{name}: run.log's backend saw key {key} from {ev['backend_keys'].get(key)}, capture {sc['src']}")
+            matched_by.append("run.log (backend request log: proxy endpoint + sec-websocket-key)")
+        else:
+            matched_by.append("run.log (HAProxy log line of the client endpoint)")
+            # and timing: the proxy opened the server-side connection between the
+            # client's request and its answer (same clock)
+            t0, t1 = epoch_ns(c["request"]["time"]), epoch_ns(c["response"]["time"])
+            check(t0 <= epoch_ns(sc["tcp"]["first_packet"]["time"]) <= t1,
+                  f"{name}: the server-side connection was not opened between request and answer")
+            matched_by.append("timing (the server-side connection opens between the client's request "
+                              "and the proxy's answer)")
+        pairs.append(h2_pair(c, sc, s, labels.get(c["src"]), matched_by, logged))
+    return pairs
+
+
+def h2_pair(c: dict, sc: dict, s: dict, label: str | None, matched_by: list[str], logged: dict) -> dict:
+    creq, cresp = c["request"], c["response"]
+    sreq, sresp = s["request"], s["response"]
+    pseudo = dict(map(tuple, sreq["pseudo_headers"])) if sreq else {}
+    lower = [(n.lower(), v) for n, v in creq["headers"]]
+    host = header([tuple(h) for h in creq["headers"]], "Host")
+    pair: dict = {
+        "client": c["src"],
+        "server": sc["src"],
+        "stream_id": s["stream_id"],
+        "label": label,
+        "matched_by": matched_by,
+        "sec_websocket_key": c["sec_websocket_key"],
+        "haproxy_log": logged,
+        "request_line": {
+            "client": {"method": creq["method"], "target": creq["target"], "version": creq["version"]},
+            "server": pseudo or None,
+        },
+        "host_vs_authority": {"host": host, "authority": pseudo.get(":authority"),
+                              "equal": host == pseudo.get(":authority")} if sreq else None,
+        # client header names lower-cased vs the server-side regular (non-pseudo) headers
+        "request_header_changes": (header_changes(lower, [tuple(h) for h in sreq["headers"]]) if sreq else None),
+        "request_header_order": {"client": [n for n, _ in creq["headers"]],
+                                 "server": [n for n, _ in sreq["headers"]] if sreq else []},
+        "response_status": {"server_sent": sresp["status"] if sresp else None,
+                            "client_received": cresp["status"] if cresp else None},
+        "response_header_changes": (response_changes([tuple(h) for h in sresp["headers"]],
+                                                     [(n.lower(), v) for n, v in cresp["headers"]])
+                                    if sresp and cresp else []),
+        "response_header_order": {"server": [n for n, _ in sresp["headers"]] if sresp else [],
+                                  "client": [n for n, _ in cresp["headers"]] if cresp else []},
+        "rst_stream": s["rst_stream"],
+        "websocket_bytes_identical": {
+            d: (c["_ws_bytes"][d] == s["_ws_bytes"][d]
+                if c["_ws_bytes"][d] is not None and s["_ws_bytes"][d] is not None else None) for d in DIRS},
+    }
+    matched, unmatched, delays = {}, {}, {}
+    for d in DIRS:
+        cm, sm = c["message_list"][d], s["message_list"][d]
+        j, rows = 0, []
+        used = set()
+        for i, m in enumerate(cm):
+            k = next((k for k in range(j, len(sm)) if (sm[k]["opcode"], sm[k]["digest"]) == (m["opcode"], m["digest"])),
+                     None)
+            if k is None:
+                continue
+            used.add(k)
+            j = k + 1
+            t_c, t_s = m["time"], sm[k]["time"]
+            rows.append({"opcode": m["opcode"], "payload_bytes": m["payload_bytes"], "client_leg_index": i,
+                         "server_leg_index": k, "client_leg_packet": m["last_packet"],
+                         "server_leg_packet": sm[k]["last_packet"],
+                         "delay_ms": delay_ms(t_s, t_c) if d == "client_to_server" else delay_ms(t_c, t_s)})
+        matched[d] = len(rows)
+        unmatched[d] = {"client_leg": len(cm) - len(rows), "server_leg": len(sm) - len(used)}
+        vals = sorted(r["delay_ms"] for r in rows)
+        n = len(vals)
+        delays[d] = {"count": n, "min": vals[0] if n else None, "max": vals[-1] if n else None,
+                     "median": (round((vals[(n - 1) // 2] + vals[n // 2]) / 2, 4) if n else None),
+                     "matches": rows}
+    pair["messages_matched"] = matched
+    pair["messages_unmatched"] = unmatched
+    pair["proxy_delay_ms"] = delays
+    return pair
+
+
+
+# ---------------------------------------------------------------- checks
+def verify_h2(name: str, spec: dict, cli: list[dict], srv: list[dict], pairs: list[dict]) -> None:
+    for side, conns in (("client", cli), ("server", srv)):
+        check(len(conns) == spec["connections"][side],
+              f"{name}/{side}: {len(conns)} TCP connections, expected {spec['connections'][side]}")
+        for c in conns:
+            check(c["tcp"]["syn_seen"], f"{name}/{side}: {c['src']} has no SYN in the capture")
+            check(c["tcp"]["max_segment_payload"] <= MAX_SEGMENT_PAYLOAD,
+                  f"{name}/{side}: segment of {c['tcp']['max_segment_payload']} bytes: offloads were not disabled")
+            if side == "client":
+                check(c["src"].startswith("192.0.2.10:") and c["dst"] == "192.0.2.1:80",
+                      f"{name}/client: unexpected endpoints {c['src']} -> {c['dst']}")
+            else:
+                check(c["src"].startswith("198.51.100.1:") and c["dst"] == f"198.51.100.10:{BACKEND_PORT}",
+                      f"{name}/server: unexpected endpoints {c['src']} -> {c['dst']}")
+    check([len(c["streams"]) for c in srv] == spec["streams_per_connection"],
+          f"{name}/server: streams per connection {[len(c['streams']) for c in srv]}")
+    check(len(pairs) == len(cli), f"{name}: {len(pairs)} pairs for {len(cli)} client-side connections")
+    check([p["response_status"]["client_received"] for p in pairs] == spec["client_status"],
+          f"{name}/client: statuses {[p['response_status']['client_received'] for p in pairs]}")
+    check([p["response_status"]["server_sent"] for p in pairs] == spec["server_status"],
+          f"{name}/server: statuses {[p['response_status']['server_sent'] for p in pairs]}")
+    for c in srv:
+        check(c["enable_connect_protocol"]["server"] == spec["backend_enable_connect_protocol"],
+              f"{name}/server: backend SETTINGS_ENABLE_CONNECT_PROTOCOL {c['enable_connect_protocol']['server']}")
+        for s in c["streams"]:
+            if s["request"] is not None:
+                check(s["extended_connect"] and dict(map(tuple, s["request"]["pseudo_headers"])).get(":protocol")
+                      == "websocket", f"{name}/server: stream {s['stream_id']} is not an extended CONNECT")
+    rst = sorted((r["from"], r["error"]) for c in srv for s in c["streams"] for r in s["rst_stream"])
+    check(rst == sorted(spec["rst_streams"]), f"{name}/server: RST_STREAM {rst}")
+    goaway = [(g["from"], g["error"]) for c in srv for g in c["goaway"]]
+    check(goaway == spec.get("goaway", []), f"{name}/server: GOAWAY {goaway}")
+    by_src = {c["src"]: c for c in cli}
+    streams = {(c["src"], s["stream_id"]): s for c in srv for s in c["streams"]}
+    for p in pairs:
+        cc, s = by_src[p["client"]], streams[(p["server"], p["stream_id"])]
+        check(cc["messages"] == s["messages"], f"{name}: message counts differ between legs of {p['client']}")
+        if "messages" in spec:
+            got = (cc["messages"]["client_to_server"], cc["messages"]["server_to_client"])
+            check(got == spec["messages"][p["label"]], f"{name}: {p['label']} messages {got}")
+        for d in DIRS:
+            check(p["messages_unmatched"][d] == {"client_leg": 0, "server_leg": 0},
+                  f"{name}: unmatched messages {p['messages_unmatched'][d]} ({p['client']} {d})")
+            check(all(r["delay_ms"] >= 0 for r in p["proxy_delay_ms"][d]["matches"]),
+                  f"{name}: negative proxy delay ({p['client']} {d})")
+
+
+# ---------------------------------------------------------------- notes and must_find
+def ms_between(a: str, b: str) -> str:
+    return f"{delay_ms(b, a):.3f} ms"
+
+
+def ws_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+
+
+def h2_notes(name: str, cli: list[dict], srv: list[dict], pairs: list[dict]) -> list[str]:
+    notes: list[str] = []
+    by_src = {c["src"]: c for c in cli}
+    streams = {(c["src"], s["stream_id"]): s for c in srv for s in c["streams"]}
+    reqs = [s["request"] for s in streams.values() if s["request"]]
+    if reqs:
+        pseudo = dict(map(tuple, reqs[0]["pseudo_headers"]))
+        notes.append(f"The extended CONNECT carries `:scheme {pseudo.get(':scheme')}` although the client "
+                     "asked for `ws://` and the server connection is cleartext HTTP/2 (h2c with prior "
+                     "knowledge, no TLS): RFC 8441 §5 wants `http` for ws-schemed WebSockets."
+                     if pseudo.get(":scheme") == "https" else
+                     f"The extended CONNECT carries `:scheme {pseudo.get(':scheme')}`.")
+        names = [n for n, _ in reqs[0]["headers"]]
+        kept = [n for n in ("sec-websocket-key", "sec-websocket-version") if n in names]
+        if kept:
+            notes.append("HAProxy forwards " + " and ".join(f"`{n}`" for n in kept) + " inside the extended "
+                         "CONNECT although RFC 8441 §5 does not use them over HTTP/2 (`:protocol` replaces "
+                         "the key/accept exchange).")
+        p = next(q for q in pairs if q["request_header_changes"] is not None)
+        ch = p["request_header_changes"]
+        hva = p["host_vs_authority"]
+        notes.append("Request headers (the client's names lower-cased, HTTP/2 names are lower case): "
+                     + ", ".join(f"`{h['name']}` {h['change']}" for h in ch)
+                     + (f"; the Host value `{hva['host']}` reappears as `:authority`" if hva["equal"] else
+                        f"; Host `{hva['host']}` but `:authority` `{hva['authority']}`")
+                     + "; the other headers keep their values and order.")
+    ws = [p for p in pairs if p["response_status"]["server_sent"] == 200]
+    if ws:
+        p = ws[0]
+        cc, s = by_src[p["client"]], streams[(p["server"], p["stream_id"])]
+        acc_s = header([tuple(h) for h in s["response"]["headers"]], "sec-websocket-accept")
+        acc_c = header([tuple(h) for h in cc["response"]["headers"]], "sec-websocket-accept")
+        want = ws_accept(cc["sec_websocket_key"])
+        if acc_s:
+            srv_name = header([tuple(h) for h in s["response"]["headers"]], "server")
+            notes.append(f"The backend{f' (`server: {srv_name}`)' if srv_name else ''} answers the extended "
+                         "CONNECT with `:status 200` **and** a "
+                         "`sec-websocket-accept` (not part of RFC 8441)" +
+                         ("; the value is the RFC 6455 accept of the client's key, and the client receives "
+                          "the same value" if acc_s == want == acc_c else
+                          f"; server {acc_s}, client {acc_c}, RFC 6455 accept {want}") + ".")
+        added = [h for h in p["response_header_changes"] if h["change"] == "added"]
+        others = [h for h in p["response_header_changes"] if h["change"] != "added"]
+        order = p["response_header_order"]
+        kept = [n for n in order["client"] if n not in {h["name"] for h in added}] == order["server"]
+        notes.append(f"HAProxy turns the `:status 200` into `HTTP/1.1 {cc['response']['status']}"
+                     + (" ` with an **empty reason phrase** (HTTP/2 has none to relay)"
+                        if cc["response"]["reason"] is None else f" {cc['response']['reason']}`")
+                     + (" and appends " + " and ".join(f"`{h['name']}: {h['client_value']}`" for h in added)
+                        if added else "")
+                     + ("; the backend's response headers pass through unchanged and in order" if kept and not others
+                        else "; other response header changes: " + ", ".join(f"`{h['name']}` {h['change']}"
+                                                                             for h in others)) + ".")
+        ident = all(q["websocket_bytes_identical"][d] for q in ws for d in DIRS)
+        spans = max((m["data_frames"] for q in ws for d in DIRS
+                     for m in streams[(q["server"], q["stream_id"])]["message_list"][d]), default=0)
+        if ident:
+            notes.append("HAProxy forwards the WebSocket bytes unchanged: the concatenated DATA payload of "
+                         "each stream equals the client leg's bytes after the HTTP head, each way (client "
+                         "frames keep their masking keys on the HTTP/2 leg); DATA frame boundaries do not "
+                         f"follow WebSocket frames (a message spans up to {spans} DATA frames).")
+        # the end of a WebSocket: the close handshake, END_STREAM both ways, the client leg's FIN
+        ends = []
+        for q in ws:
+            cc, s = by_src[q["client"]], streams[(q["server"], q["stream_id"])]
+            es = s["end_stream"]
+            fin = cc["tcp"]["fin"].get("server")
+            if es["server_to_client"] and es["client_to_server"] and fin:
+                ends.append((delay_ms(es["client_to_server"]["time"], es["server_to_client"]["time"]),
+                             delay_ms(fin["time"], es["server_to_client"]["time"])))
+        empty = all(streams[(q["server"], q["stream_id"])]["end_stream"][d]["frame_payload_bytes"] == 0
+                    for q in ws for d in DIRS if streams[(q["server"], q["stream_id"])]["end_stream"][d])
+        if ends:
+            notes.append("After the close handshake (relayed frame by frame) the backend ends its half of the "
+                         "stream with END_STREAM" + (" (an empty DATA frame)" if empty else "") +
+                         "; HAProxy answers with END_STREAM "
+                         f"({min(e[0] for e in ends):.3f}-{max(e[0] for e in ends):.3f} ms later) and sends "
+                         f"its FIN to the client ({min(e[1] for e in ends):.3f}-{max(e[1] for e in ends):.3f} ms "
+                         "after the backend's END_STREAM).")
+    if len(srv) == 1 and len(srv[0]["streams"]) > 1:
+        c = srv[0]
+        ids = [s["stream_id"] for s in c["streams"]]
+        pk = sorted({s["request"]["packet"] for s in c["streams"] if s["request"]})
+        notes.append(f"All {len(ids)} WebSockets share one server-side TCP connection as streams "
+                     f"{', '.join(map(str, ids))} (request HEADERS in packet(s) {', '.join(map(str, pk))}); their "
+                     "DATA frames interleave on the connection, so the pairing needs the stream id, not only "
+                     "the TCP connection.")
+    for c in srv:
+        ecp = c["enable_connect_protocol"]
+        if not ecp["server"] and c["streams"]:
+            s = c["streams"][0]
+            st = c["settings"]["server"][0]
+            p = next(q for q in pairs if q["server"] == c["src"])
+            cc = by_src[p["client"]]
+            rst = s["rst_stream"][0] if s["rst_stream"] else None
+            ga = c["goaway"][0] if c["goaway"] else None
+            names = ", ".join(f"{v['name']}={v['value']}" for v in st["values"])
+            notes.append(f"The backend's SETTINGS ({names}) "
+                         + ("set ENABLE_CONNECT_PROTOCOL to 0" if ecp["server"] == 0 else "lack ENABLE_CONNECT_PROTOCOL")
+                         + f", so HAProxy sends no HEADERS at all: it answers the client `{cc['response']['status']} "
+                         f"{cc['response']['reason']}` {ms_between(st['time'], cc['response']['time'])} after "
+                         f"that SETTINGS frame (log: termination state "
+                         f"`{p['haproxy_log']['termination_state']}`)" +
+                         (f", then sends RST_STREAM({rst['error']}) on stream {s['stream_id']}, a stream it "
+                          f"never opened, {ms_between(cc['response']['time'], rst['time'])} after the 502"
+                          if rst else "") +
+                         (f"; the backend (h2) treats that as a connection error: GOAWAY({ga['error']}, last "
+                          f"stream {ga['last_stream_id']}) {ms_between(rst['time'], ga['time'])} later"
+                          if ga and rst else "") +
+                         (f", and HAProxy resets the TCP connection {ms_between(ga['time'], c['tcp']['rst']['client']['time'])} "
+                          "after the GOAWAY" if ga and "client" in c["tcp"]["rst"] else "") + ".")
+    for c in srv:
+        for s in c["streams"]:
+            for r in s["rst_stream"]:
+                if r["from"] != "server":
+                    continue
+                p = next(q for q in pairs if q["server"] == c["src"] and q["stream_id"] == s["stream_id"])
+                cc = by_src[p["client"]]
+                tr = c["tcp"]["rst"].get("client")
+                notes.append(f"The backend refuses stream {s['stream_id']} of {c['src']} "
+                             f"(`:path {dict(map(tuple, s['request']['pseudo_headers'])).get(':path')}`) with "
+                             f"RST_STREAM({r['error']}) "
+                             f"{ms_between(s['request']['time'], r['time'])} after its HEADERS; HAProxy answers "
+                             f"the client `{cc['response']['status']} {cc['response']['reason']}` "
+                             f"{ms_between(r['time'], cc['response']['time'])} after the RST_STREAM (log: "
+                             f"termination state `{p['haproxy_log']['termination_state']}`, not a relayed "
+                             "status)" +
+                             (f" and resets the whole server-side TCP connection "
+                              f"{ms_between(r['time'], tr['time'])} after it (TCP RST, no GOAWAY)" if tr and
+                              epoch_ns(tr['time']) - epoch_ns(r['time']) < 100_000_000 else "") + ".")
+            if s["response"] and s["response"]["status"] >= 300:
+                p = next(q for q in pairs if q["server"] == c["src"] and q["stream_id"] == s["stream_id"])
+                cc = by_src[p["client"]]
+                same = (not p["response_header_changes"]
+                        and cc["response"].get("body_bytes") == s["data_bytes"]["server_to_client"]
+                        and cc["response"].get("body_preview") == s["body_preview"]["server_to_client"])
+                es = s["end_stream"]["client_to_server"]
+                notes.append(f"The backend answers stream {s['stream_id']} of {c['src']} "
+                             f"(`:path {dict(map(tuple, s['request']['pseudo_headers'])).get(':path')}`) with "
+                             f"`:status {s['response']['status']}` "
+                             f"and a {s['data_bytes']['server_to_client']}-byte body; HAProxy relays it as "
+                             f"`HTTP/1.1 {cc['response']['status']}"
+                             + (" ` (empty reason phrase)" if cc["response"]["reason"] is None
+                                else f" {cc['response']['reason']}`")
+                             + (" with the same headers and body" if same else " (headers or body changed)")
+                             + (", and closes its half of the stream with an empty DATA frame (END_STREAM)"
+                                if es and es["frame"] == "DATA" and es["frame_payload_bytes"] == 0 else "") + ".")
+    # how the server-side TCP connections end
+    late = [c for c in srv if c["tcp"]["first_end"] and c["tcp"]["first_end"]["kind"] == "rst"
+            and c["tcp"]["first_end"]["from"] == "client" and not c["goaway"]]
+    idle = []
+    for c in late:
+        last = max((epoch_ns(x["time"]) for s in c["streams"] for x in
+                    [*(v for v in s["end_stream"].values() if v), *s["rst_stream"]]), default=None)
+        if last is not None and epoch_ns(c["tcp"]["first_end"]["time"]) - last > 100_000_000:
+            idle.append((c, (epoch_ns(c["tcp"]["first_end"]["time"]) - last) / 1e9))
+    if idle:
+        notes.append(f"{len(idle)} server-side connection(s) stay open after their last stream ended and are "
+                     "reset by HAProxy (TCP RST, no GOAWAY, no FIN) when make_captures.sh soft-stops it, "
+                     + (f"{idle[0][1]:.3f}" if len(idle) == 1 else
+                        f"{min(x[1] for x in idle):.3f}-{max(x[1] for x in idle):.3f}")
+                     + " s later: an idle HTTP/2 "
+                     "connection, not a WebSocket failure.")
+    return notes
+
+
+def h2_must_find(name: str, spec: dict, cli: list[dict], srv: list[dict], pairs: list[dict]) -> list[dict]:
+    out: list[dict] = []
+    by_src = {c["src"]: c for c in cli}
+    streams = {(c["src"], s["stream_id"]): s for c in srv for s in c["streams"]}
+    tokens = sum(1 for p in pairs if "unique text token" in p["matched_by"])
+    out.append({
+        "fact": "pairs",
+        "pairs": [{"client": p["client"], "server": p["server"], "stream_id": p["stream_id"]} for p in pairs],
+        "matched_by_unique_token": tokens,
+        "text": f"{len(pairs)} pair(s), each a client-side connection and a (server-side connection, HTTP/2 "
+                "stream id)" + (f" ({tokens} ground truth by unique text token, all by Sec-WebSocket-Key)"
+                                if tokens else ""),
+    })
+    out.append({
+        "fact": "h2_backend",
+        "server_connections": len(srv),
+        "streams": {c["src"]: [s["stream_id"] for s in c["streams"]] for c in srv},
+        "extended_connect_streams": sum(1 for s in streams.values() if s["extended_connect"]),
+        "enable_connect_protocol": {"proxy": sorted({c["enable_connect_protocol"]["client"] for c in srv},
+                                                    key=str),
+                                    "backend": sorted({c["enable_connect_protocol"]["server"] for c in srv},
+                                                      key=str)},
+        "text": f"the server leg is HTTP/2 with prior knowledge: {len(srv)} TCP connection(s) with "
+                f"{len(streams)} stream(s) ({sum(1 for s in streams.values() if s['extended_connect'])} extended "
+                "CONNECT `:protocol websocket`); SETTINGS_ENABLE_CONNECT_PROTOCOL: proxy "
+                f"{srv[0]['enable_connect_protocol']['client']}, backend "
+                f"{srv[0]['enable_connect_protocol']['server'] if srv[0]['enable_connect_protocol']['server'] is not None else 'not sent'}",
+    })
+    with_req = [p for p in pairs if p["request_header_changes"] is not None]
+    if with_req:
+        ch = with_req[0]["request_header_changes"]
+        check(all(p["request_header_changes"] == ch for p in with_req), f"{name}: header changes differ between pairs")
+        out.append({
+            "fact": "request_header_changes",
+            "added": [h["name"] for h in ch if h["change"] == "added"],
+            "removed": [h["name"] for h in ch if h["change"] == "removed"],
+            "modified": [h["name"] for h in ch if h["change"] == "modified"],
+            "host_equals_authority": all(p["host_vs_authority"]["equal"] for p in with_req),
+            "text": "request headers changed by the proxy (client names lower-cased vs the HTTP/2 regular "
+                    "headers): " + ", ".join(f"{h['name']} {h['change']}" for h in ch) +
+                    "; Host becomes `:authority` unchanged; `GET <path> HTTP/1.1` becomes `:method CONNECT`, "
+                    "`:protocol websocket`, `:path <path>`, `:scheme https`",
+        })
+    statuses = [(p["response_status"]["server_sent"], p["response_status"]["client_received"]) for p in pairs]
+    out.append({
+        "fact": "response_status",
+        "server_sent_client_received": [list(x) for x in statuses],
+        "text": "status per pair (server sent -> client received): " + ", ".join(
+            f"{a if a is not None else 'none'} -> {b}" for a, b in statuses),
+    })
+    ws = [p for p in pairs if p["response_status"]["server_sent"] == 200]
+    if ws:
+        counts = {p["client"]: by_src[p["client"]]["messages"] for p in ws}
+        out.append({
+            "fact": "websocket_messages",
+            "messages": counts,
+            "all_matched": all(p["messages_unmatched"][d] == {"client_leg": 0, "server_leg": 0} for p in ws for d in DIRS),
+            "bytes_identical": all(p["websocket_bytes_identical"][d] for p in ws for d in DIRS),
+            "text": "WebSocket messages decoded from the DATA frames of each stream, the same on both legs "
+                    "(every message matched by opcode and payload digest); "
+                    + "; ".join(f"{p['label'] or p['client']}: {sum(counts[p['client']]['client_to_server'].values())} "
+                                f"client->server, {sum(counts[p['client']]['server_to_client'].values())} "
+                                "server->client" for p in ws),
+        })
+        rng = {}
+        for d in DIRS:
+            vals = [r["delay_ms"] for p in ws for r in p["proxy_delay_ms"][d]["matches"]]
+            rng[d] = {"count": len(vals), "min": min(vals), "max": max(vals)}
+        out.append({
+            "fact": "proxy_delay",
+            "proxy_delay_ms": rng,
+            "text": "proxy delay per matched message (last byte on the outgoing leg minus last byte on the "
+                    "incoming leg, one clock): client->server "
+                    f"{rng['client_to_server']['min']:.3f}-{rng['client_to_server']['max']:.3f} ms, server->client "
+                    f"{rng['server_to_client']['min']:.3f}-{rng['server_to_client']['max']:.3f} ms",
+        })
+        p0 = ws[0]
+        cc = by_src[p0["client"]]
+        first = min(((m["time"], d) for d in DIRS for m in cc["message_list"][d] if m["opcode"] == "close"),
+                    key=lambda x: epoch_ns(x[0]), default=None)
+        if first:
+            out.append({
+                "fact": "close_handshake",
+                "first_close_from": "client" if first[1] == "client_to_server" else "server",
+                "codes": {d: cc["close_codes"][d] for d in DIRS},
+                "end_stream_both_ways": all(all(streams[(p["server"], p["stream_id"])]["end_stream"][d]
+                                                for d in DIRS) for p in ws),
+                "client_leg_first_fin_from": cc["tcp"]["first_end"]["from"] if cc["tcp"]["first_end"] else None,
+                "text": f"clean close: the {'client' if first[1] == 'client_to_server' else 'server'} sends close "
+                        f"{cc['close_codes'][first[1]][0]}, the other side echoes it (inside DATA on the server "
+                        "leg); then END_STREAM both ways on the stream and a FIN from the proxy on the client leg",
+            })
+    refused = [p for p in pairs if p["response_status"]["client_received"] != 101]
+    if refused:
+        out.append({
+            "fact": "handshake_refused",
+            "refusals": [{"client": p["client"], "status": p["response_status"]["client_received"],
+                          "server_sent": p["response_status"]["server_sent"],
+                          "rst_stream": [{"from": r["from"], "error": r["error"]} for r in p["rst_stream"]],
+                          "haproxy_termination_state": p["haproxy_log"]["termination_state"]} for p in refused],
+            "text": "; ".join(
+                (f"{p['client']}: the backend refused the extended CONNECT with {p['response_status']['server_sent']}, "
+                 f"relayed as {p['response_status']['client_received']}" if p["response_status"]["server_sent"] else
+                 f"{p['client']}: no response on the server leg ("
+                 + (", ".join(f"RST_STREAM {r['error']} from the {'backend' if r['from'] == 'server' else 'proxy'}"
+                              for r in p["rst_stream"]) or "no stream") +
+                 f"), HAProxy answers {p['response_status']['client_received']} itself")
+                for p in refused),
+        })
+    if any(not c["enable_connect_protocol"]["server"] for c in srv):
+        out.append({
+            "fact": "no_extended_connect_support",
+            "backend_enable_connect_protocol": [c["enable_connect_protocol"]["server"] for c in srv],
+            "request_headers_sent": any(s["request"] for s in streams.values()),
+            "goaway": [{"from": g["from"], "error": g["error"]} for c in srv for g in c["goaway"]],
+            "text": "the backend does not allow extended CONNECT (its SETTINGS carry "
+                    "SETTINGS_ENABLE_CONNECT_PROTOCOL (0x8) = 0): HAProxy sends no request on the server leg "
+                    "and answers the client 502 itself",
+        })
+    return out
+
+
+# ---------------------------------------------------------------- derive
+def strip_internal(o):  # type: ignore[no-untyped-def]
+    if isinstance(o, dict):
+        return {k: strip_internal(v) for k, v in o.items() if not k.startswith("_")}
+    if isinstance(o, list):
+        return [strip_internal(v) for v in o]
+    return o
+
+
+def derive_h2(root: Path) -> dict:
+    expected: dict = {"generated_by": "captures/derive_expected.py", "software": {}, "scenarios": {}}
+    if not (root / H2_SUBDIR).is_dir():
+        return expected
+    for name, spec in H2_SCENARIOS.items():
+        d = root / H2_SUBDIR / name
+        if not (d / "client.pcap").exists() or not (d / "server.pcap").exists():
+            print(f"derive_expected: {H2_SUBDIR}/{name}: no captures, skipped", file=sys.stderr)
+            continue
+        for k, v in read_versions(d / "run.log").items():
+            expected["software"].setdefault(k, v)
+        cli = h1_leg(d / "client.pcap", f"{name}/client")
+        srv = h2_leg(d / "server.pcap", f"{name}/server")
+        pairs = h2_pairs(name, spec, cli, srv, runlog_evidence(d / "run.log"))
+        verify_h2(name, spec, cli, srv, pairs)
+        packets = {side: len(tshark_json(d / f"{side}.pcap", ["frame.number"])) for side in ("client", "server")}
+        with_req = [p for p in pairs if p["request_header_changes"] is not None]
+        expected["scenarios"][name] = strip_internal({
+            "title": spec["title"],
+            "proxy": "haproxy",
+            "backend_protocol": "HTTP/2 cleartext with prior knowledge (HAProxy `server ... proto h2`), RFC 8441",
+            "captures": {
+                side: {
+                    "file": f"{H2_SUBDIR}/{name}/{side}.pcap",
+                    "bytes": (d / f"{side}.pcap").stat().st_size,
+                    "packets": packets[side],
+                    "max_segment_payload": max((c["tcp"]["max_segment_payload"] for c in conns), default=0),
+                    "connections": conns,
+                }
+                for side, conns in (("client", cli), ("server", srv))
+            },
+            "pairs": pairs,
+            "request_header_changes": with_req[0]["request_header_changes"] if with_req else None,
+            "notes": h2_notes(name, cli, srv, pairs),
+            "must_find": h2_must_find(name, spec, cli, srv, pairs),
+        })
+    return expected
+
+
+# ---------------------------------------------------------------- manifest
+PROSE_H2 = {
+    "haproxy-h2": """\
+The three concurrent clients of `haproxy-ok` (alpha, bravo, charlie; same messages, same
+ground truth `i-am-<name>`) speak HTTP/1.1 WebSocket to HAProxy 2.6, whose server line has
+`proto h2`: the backend (`captures/h2_ws_server.py`, Hypercorn with RFC 8441 support) is
+reached over **cleartext HTTP/2 with prior knowledge** (the connection preface, no Upgrade,
+no TLS). Each WebSocket handshake becomes an **RFC 8441 extended CONNECT** on an HTTP/2
+stream (`:method CONNECT`, `:protocol websocket`, `:path /ws`), answered `:status 200`, and
+the WebSocket frames travel inside DATA frames of that stream; HAProxy answers the client
+`101`. With the default `http-reuse safe` each client session gets a server connection of
+its own: three TCP connections, one stream (id 1) each. The server leg cannot be read as
+HTTP/1.1: an analysis must decode HTTP/2 framing and HPACK to see the handshake and the
+DATA frames to see the messages.
+""",
+    "haproxy-h2-multiplex": """\
+The `haproxy-h2` setup with `http-reuse always` in the backend: the three WebSockets are
+**multiplexed** as streams 1, 3 and 5 of a **single** server-side TCP connection (the three
+HEADERS frames even share one TCP segment), their DATA frames interleaved. Pairing by TCP
+connection alone is impossible on the server leg: the pairs are (client connection) <->
+(server connection, stream id).
+""",
+    "haproxy-h2-no-connect-protocol": """\
+One client through the `haproxy-h2` configuration to a backend (`captures/h2_plain_server.py
+--mode no-connect-protocol`, the `h2` library) whose SETTINGS do not allow extended CONNECT
+(`SETTINGS_ENABLE_CONNECT_PROTOCOL` = 0). HAProxy opens the server connection and exchanges
+SETTINGS, but never sends the request: it answers the client **502 Bad Gateway** itself (log:
+termination state `SH--`). It then sends RST_STREAM on stream 1, which it never opened; the
+backend treats that as a connection error (GOAWAY PROTOCOL_ERROR) and HAProxy resets the TCP
+connection. The backend's log shows the protocol error; the client sees only the 502.
+""",
+    "haproxy-h2-rst": """\
+Two attempts, one after the other, through the `haproxy-h2` configuration to a backend
+(`captures/h2_plain_server.py --mode refuse`) that allows extended CONNECT but refuses both:
+`ws://192.0.2.1/ws/forbidden` is answered **`:status 403`** with a text body, which HAProxy
+relays as `HTTP/1.1 403`; `ws://192.0.2.1/ws/reset` is answered with **RST_STREAM
+(REFUSED_STREAM)**, for which HAProxy answers the client **502 Bad Gateway** itself (log:
+`SH--`) and resets that server connection. Each attempt has a server connection of its own.
+""",
+}
+
+
+ROLE_H2 = {"client": "the proxy", "server": "the backend"}  # "client"/"server" on the HTTP/2 leg
+
+
+def manifest_h2(expected: dict, root: Path) -> str:
+    out = ["## HTTP/2 backend scenarios (`h2/`, `expected_h2.json`)", ""]
+    out.append("The `haproxy-h2*` scenarios live in `captures/h2/<scenario>/` and are described by "
+               "`captures/expected_h2.json` (not `expected.json`: the server leg is HTTP/2, which the "
+               "end-to-end tests of `expected.json` do not read). Same topology, same clock, same client "
+               "(`captures/ws_client.py`); HAProxy 2.6 reaches the backend over **cleartext HTTP/2 with prior "
+               "knowledge** (`server ... proto h2`), so the server leg starts with the HTTP/2 connection "
+               "preface and each WebSocket is an RFC 8441 extended CONNECT stream. derive_expected.py "
+               "reads the HTTP/2 frames with tshark (`-d tcp.port==8080,http2`: frames, SETTINGS, HPACK "
+               "header lists, RST_STREAM, GOAWAY, DATA) and also parses the framing itself from the TCP bytes "
+               "(both must agree frame by frame); tshark 4.0 does not dissect WebSocket inside HTTP/2 DATA, "
+               "so the WebSocket messages of a stream are decoded by derive_expected.py's own RFC 6455 parser "
+               "from the stream's DATA payloads, in order.")
+    out.append("")
+    if expected["software"]:
+        out.append("Software of these runs:")
+        out.append("")
+        for k, v in expected["software"].items():
+            out.append(f"- {k}: `{v}`")
+        out.append("")
+    for name, sc in expected["scenarios"].items():
+        out.append(f"## `h2/{name}`: {sc['title']}")
+        out.append("")
+        out.append(PROSE_H2.get(name, "").rstrip())
+        out.append("")
+        out.append(f"HAProxy configuration (without the `global` section; full file in `h2/{name}/haproxy.cfg`):")
+        out.append("")
+        out.append("```haproxy")
+        out.append(server_block(root / H2_SUBDIR / name / "haproxy.cfg"))
+        out.append("```")
+        out.append("")
+        cap = sc["captures"]["client"]
+        out.append(f"**{cap['file']}** ({cap['bytes']} bytes, {cap['packets']} packets, largest TCP payload "
+                   f"{cap['max_segment_payload']} bytes; HTTP/1.1):")
+        out.append("")
+        out.append("| connection | HTTP | status | WebSocket | client -> server | server -> client | close codes c->s / s->c | first FIN / RST |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for c in cap["connections"]:
+            req, resp, end = c["request"], c["response"], c["tcp"]["first_end"]
+            out.append(
+                f"| {c['src']} -> {c['dst']} | {req['method']} {req['target']} {req['version']} | "
+                f"{resp['status']} {resp['reason'] or '(empty reason)'} | "
+                f"{'yes' if c['websocket'] else 'no'}{' (' + c['subprotocol'] + ')' if c['subprotocol'] else ''} | "
+                f"{fmt_counts(c['messages']['client_to_server'])} | {fmt_counts(c['messages']['server_to_client'])} | "
+                f"{c['close_codes']['client_to_server'] or '-'} / {c['close_codes']['server_to_client'] or '-'} | "
+                f"{(end['kind'].upper() + ' from ' + end['from']) if end else '-'} |")
+        out.append("")
+        cap = sc["captures"]["server"]
+        out.append(f"**{cap['file']}** ({cap['bytes']} bytes, {cap['packets']} packets, largest TCP payload "
+                   f"{cap['max_segment_payload']} bytes; HTTP/2 with prior knowledge; per stream):")
+        out.append("")
+        out.append("| connection | stream | request | status | WebSocket | client -> server | server -> client | close codes c->s / s->c | END_STREAM c->s / s->c | RST_STREAM |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for c in cap["connections"]:
+            for s in c["streams"]:
+                ps = dict(map(tuple, s["request"]["pseudo_headers"])) if s["request"] else {}
+                reqtxt = (f"{ps.get(':method')} {ps.get(':path')} (:protocol {ps.get(':protocol')}, "
+                          f":scheme {ps.get(':scheme')})" if s["request"] else "none")
+                es = s["end_stream"]
+                out.append(
+                    f"| {c['src']} -> {c['dst']} | {s['stream_id']} | {reqtxt} | "
+                    f"{s['response']['status'] if s['response'] else '-'} | {'yes' if s['websocket'] else 'no'} | "
+                    f"{fmt_counts(s['messages']['client_to_server'])} | {fmt_counts(s['messages']['server_to_client'])} | "
+                    f"{s['close_codes']['client_to_server'] or '-'} / {s['close_codes']['server_to_client'] or '-'} | "
+                    f"{'packet ' + str(es['client_to_server']['packet']) if es['client_to_server'] else '-'} / "
+                    f"{'packet ' + str(es['server_to_client']['packet']) if es['server_to_client'] else '-'} | "
+                    + (", ".join(f"{r['error']} from {ROLE_H2[r['from']]} (packet {r['packet']})"
+                                 for r in s["rst_stream"]) or "-")
+                    + " |")
+        out.append("")
+        for c in cap["connections"]:
+            st = c["settings"]
+            fmt = {who: "; ".join(", ".join(f"{v['name']}={v['value']}" for v in x["values"]) for x in st[who]) or "none"
+                   for who in ("client", "server")}
+            end = c["tcp"]["first_end"]
+            ga = "; ".join(f"GOAWAY {g['error']} (last stream {g['last_stream_id']}) from {ROLE_H2[g['from']]} "
+                           f"(packet {g['packet']})" for g in c["goaway"]) or "no GOAWAY"
+            frames = {d: ", ".join(f"{k} {v}" for k, v in c["frames"][d].items()) for d in DIRS}
+            out.append(f"- `{c['src']}`: SETTINGS from the proxy `{fmt['client']}`, from the backend "
+                       f"`{fmt['server']}`; {ga}; TCP ends with a "
+                       f"{(end['kind'].upper() + ' from ' + ROLE_H2[end['from']]) if end else '-'} (packet "
+                       f"{end['packet'] if end else '-'}). Frames client -> server: {frames['client_to_server']}; "
+                       f"server -> client: {frames['server_to_client']}.")
+        out.append("")
+        out.append("**What the analysis must find**")
+        out.append("")
+        out.append("Pairs (client-side client endpoint -> server-side proxy endpoint, HTTP/2 stream):")
+        out.append("")
+        for p in sc["pairs"]:
+            label = f" ({p['label']})" if p["label"] else ""
+            out.append(f"- `{p['client']}` -> `{p['server']}` stream {p['stream_id']}{label}, matched by "
+                       f"{' + '.join(p['matched_by'])}; status server sent "
+                       f"{p['response_status']['server_sent'] if p['response_status']['server_sent'] is not None else 'none'}, "
+                       f"client received {p['response_status']['client_received']}")
+        out.append("")
+        withreq = [p for p in sc["pairs"] if p["request_line"]["server"]]
+        if withreq:
+            p0 = withreq[0]
+            rl = p0["request_line"]
+            out.append(f"Request line: client `{rl['client']['method']} {rl['client']['target']} "
+                       f"{rl['client']['version']}` -> server " +
+                       ", ".join(f"`{k} {v}`" for k, v in rl["server"].items()) + ".")
+            out.append("")
+            out.append("Request header changes made by the proxy (the same for every pair; client names "
+                       "lower-cased -> HTTP/2 regular headers):")
+            out.append("")
+            out.append("| header | change | client side | server side |")
+            out.append("|---|---|---|---|")
+            for h in p0["request_header_changes"]:
+                out.append(f"| {h['name']} | {h['change']} | {h['client_value'] if h['client_value'] is not None else '-'} | "
+                           f"{h['server_value'] if h['server_value'] is not None else '-'} |")
+            out.append("")
+            hva = p0["host_vs_authority"]
+            out.append(f"Host vs `:authority`: `{hva['host']}` / `{hva['authority']}` "
+                       f"({'equal' if hva['equal'] else 'different'}). Header order: client sent `"
+                       + ", ".join(p0["request_header_order"]["client"]) + "`; server received `"
+                       + ", ".join(p0["request_header_order"]["server"]) + "`.")
+            out.append("")
+        for p in sc["pairs"]:
+            if p["response_header_changes"]:
+                out.append(f"Response header changes for `{p['client']}` (server sent -> client received; the same "
+                           "for every WebSocket pair):")
+                out.append("")
+                out.append("| header | change | server sent | client received |")
+                out.append("|---|---|---|---|")
+                for h in p["response_header_changes"]:
+                    out.append(f"| {h['name']} | {h['change']} | {h['server_value'] if h['server_value'] is not None else '-'} | "
+                               f"{h['client_value'] if h['client_value'] is not None else '-'} |")
+                out.append("")
+                break
+        ws = [p for p in sc["pairs"] if p["messages_matched"]["client_to_server"] or p["messages_matched"]["server_to_client"]]
+        if ws:
+            out.append("Proxy delay per message (ms; messages matched in order by opcode and payload digest; "
+                       "last byte out minus last byte in, one clock):")
+            out.append("")
+            out.append("| pair | client -> server: n, min / median / max | server -> client: n, min / median / max |")
+            out.append("|---|---|---|")
+            for p in ws:
+                cells = []
+                for d in DIRS:
+                    x = p["proxy_delay_ms"][d]
+                    cells.append(f"{x['count']}, {x['min']:.3f} / {x['median']:.3f} / {x['max']:.3f}" if x["count"] else "-")
+                out.append(f"| `{p['client']}` -> stream {p['stream_id']}{' (' + p['label'] + ')' if p['label'] else ''} | "
+                           f"{cells[0]} | {cells[1]} |")
+            out.append("")
+        for note in sc["notes"]:
+            out.append(f"- {note}")
+        if sc["notes"]:
+            out.append("")
+        out.append("**Must find** (`must_find` in expected_h2.json):")
+        out.append("")
+        for f in sc["must_find"]:
+            values = {k: v for k, v in f.items() if k not in ("fact", "text")}
+            out.append(f"- `{f['fact']}`: {f['text']}.  ")
+            out.append(f"  `{json.dumps(values, separators=(', ', ': '))}`")
+        out.append("")
+    out.append("## expected_h2.json")
+    out.append("")
+    out.append("Per scenario: `captures.client.connections[]` (HTTP/1.1) with `src`, `dst`, `tcp` (`syn_seen`, "
+               "`first_packet`, `packets`, `payload_bytes`, `max_segment_payload`, `fin` / `rst` by sender "
+               "client|server with `packet` and `time`, `first_end`), `request` (`method`, `target`, `version`, "
+               "`headers` as [name, value] exactly as sent, in order; `packet`/`time` of the head's last byte), "
+               "`response` (`status`, `reason` (null: empty), `version`, `headers`, `packet`, `time`; "
+               "`body_bytes`, `body_preview` when not 101), `websocket`, `subprotocol`, `extensions`, "
+               "`sec_websocket_key`, `messages` (by opcode), `close_codes`, and `message_list.{direction}[]`.")
+    out.append("")
+    out.append("`captures.server.connections[]` (HTTP/2) with `src`, `dst`, `tcp`, `preface_packet`, `frames` "
+               "(HTTP/2 frames by type per direction), `settings.{client,server}[]` (each non-ACK SETTINGS "
+               "frame: `packet`, `time`, `values[]` of `id`, `name`, `value`; `client` = HAProxy, `server` = "
+               "the backend, as everywhere on this leg), `settings_acks`, `enable_connect_protocol` "
+               "(SETTINGS_ENABLE_CONNECT_PROTOCOL (0x8) each side sent, null if absent), `goaway[]` (`from`, "
+               "`last_stream_id`, `error_code`, `error`, `debug`, `packet`, `time`) and `streams[]`: "
+               "`stream_id`, `request` (`pseudo_headers` and `headers` as [name, value] in order, tshark's HPACK "
+               "decoding; `end_stream`, `packet`, `time`), `response` (`status`, likewise), `informational`, "
+               "`trailers`, `rst_stream[]` (`from`, `error_code`, `error`, `packet`, `time`), `end_stream` per "
+               "direction (`packet`, `time`, `frame`, `frame_payload_bytes`; null if none), `data_frames`, "
+               "`data_bytes`, `extended_connect`, `websocket` (extended CONNECT with `:protocol websocket` "
+               "answered 2xx), `messages`, `close_codes`, `message_list`, and `body_preview` for non-WebSocket "
+               "streams.")
+    out.append("")
+    out.append("`message_list.{direction}[]` (both legs, in stream order): `opcode`, `frames`, `compressed`, "
+               "`payload_bytes`, `digest` (BLAKE2b-128 of the payload, as wsanalyze's digest), `preview`, "
+               "`first_packet` / `first_time` (packet of the message's first byte), `last_packet` / `time` "
+               "(packet of its last byte: the message time), `close_code` for close frames and, on the "
+               "HTTP/2 leg, `data_frames` (DATA frames carrying the message). Times are tshark's "
+               "`frame.time_epoch` strings.")
+    out.append("")
+    out.append("`pairs[]`: `client`, `server` (proxy endpoint on the server leg), `stream_id`, `label`, "
+               "`matched_by` (ground truth: unique text token, Sec-WebSocket-Key = the forwarded "
+               "`sec-websocket-key`, run.log's backend request log and HAProxy log line, or for the refused "
+               "handshake without any request on the server leg the only candidate plus timing), "
+               "`sec_websocket_key`, `haproxy_log` (HAProxy's log line of the client endpoint: `status`, "
+               "`timers`, `termination_state`, `server`, `request`), `request_line` (client request line; "
+               "server pseudo-headers), `host_vs_authority`, `request_header_changes[]` (client names "
+               "lower-cased vs the server's regular headers: `name`, `change` added|removed|modified, "
+               "`client_value`, `server_value`), `request_header_order`, `response_status` (`server_sent`, "
+               "`client_received`), `response_header_changes[]`, `response_header_order`, `rst_stream`, "
+               "`websocket_bytes_identical` (client leg bytes after the head == the stream's DATA payload, per "
+               "direction), `messages_matched`, `messages_unmatched`, and `proxy_delay_ms.{direction}` "
+               "(`count`, `min`, `median`, `max`, `matches[]`: `opcode`, `payload_bytes`, `client_leg_index`, "
+               "`server_leg_index`, `client_leg_packet`, `server_leg_packet`, `delay_ms` = server-leg time "
+               "minus client-leg time client->server, client-leg minus server-leg server->client). Also "
+               "`notes` and `must_find[]` as in expected.json (facts: pairs, h2_backend, "
+               "request_header_changes, response_status, websocket_messages, proxy_delay, close_handshake, "
+               "handshake_refused, no_extended_connect_support).")
+    out.append("")
+    return "\n".join(out)
+
+
 # ----------------------------------------------------------------------------- main
 def derive(root: Path) -> dict:
     expected: dict = {"generated_by": "captures/derive_expected.py", "software": {}, "scenarios": {}}
@@ -1562,14 +2828,29 @@ def main() -> int:
     except FileNotFoundError as exc:
         print(f"derive_expected: {exc} (apt-get install -y tshark)", file=sys.stderr)
         return 1
+    try:
+        expected_h2 = derive_h2(root)
+    except Failure as exc:
+        print(f"derive_expected: CHECK FAILED: {exc}", file=sys.stderr)
+        return 1
     if not expected["scenarios"]:
         print("derive_expected: no scenario captures found", file=sys.stderr)
         return 1
     (root / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
-    (root / "MANIFEST.md").write_text(manifest(expected, root))
+    text = manifest(expected, root)
+    if expected_h2["scenarios"]:
+        # the haproxy-h2* scenarios (captures/h2/): their own file, their own MANIFEST.md section
+        (root / "expected_h2.json").write_text(json.dumps(expected_h2, indent=2) + "\n")
+        text += "\n" + manifest_h2(expected_h2, root)
+    (root / "MANIFEST.md").write_text(text)
     for name, sc in expected["scenarios"].items():
         st = sc["captures"]["client"]["connections"][0]["status"]
         print(f"derive_expected: {name}: {len(sc['pairs'])} pair(s), client-side status {st}, checks passed")
+    for name, sc in expected_h2["scenarios"].items():
+        st = [c["response"]["status"] if c["response"] else None for c in sc["captures"]["client"]["connections"]]
+        streams = sum(len(c["streams"]) for c in sc["captures"]["server"]["connections"])
+        print(f"derive_expected: {H2_SUBDIR}/{name}: {len(sc['pairs'])} pair(s), {streams} HTTP/2 stream(s), "
+              f"client-side status {st}, checks passed")
     return 0
 
 

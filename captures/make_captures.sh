@@ -13,12 +13,16 @@
 # foreground in wsa-proxy with its own configuration, pid and log files in a scratch
 # directory (never as a system service). tcpdump runs in wsa-proxy on both proxy veths.
 # Each scenario leaves captures/<scenario>/{client.pcap,server.pcap,<proxy config>,run.log}
-# (<proxy config> = nginx.conf | haproxy.cfg | apache2.conf); at the end
+# (<proxy config> = nginx.conf | haproxy.cfg | apache2.conf); the HTTP/2-backend scenarios
+# (haproxy-h2*) leave theirs in captures/h2/<scenario>/ instead. At the end
 # derive_expected.py reads the pcaps of every scenario present with tshark and rewrites
-# captures/expected.json and captures/MANIFEST.md (ports are random on every run).
+# captures/expected.json, captures/expected_h2.json (the haproxy-h2* scenarios) and
+# captures/MANIFEST.md (ports are random on every run).
 #
 # Needs: root, iproute2, tcpdump, tshark, a Python >= 3.11 with `websockets` (set
-# PYTHON=/path/to/python to choose one), and the proxies of the selected scenarios:
+# PYTHON=/path/to/python to choose one), for the haproxy-h2* scenarios the same Python with
+# `hypercorn` (0.18.0 tested; it brings `h2` and `wsproto`: python3 -m pip install
+# 'hypercorn==0.18.0'), and the proxies of the selected scenarios:
 # nginx (nginx-light is enough), haproxy, apache2 (Debian packages; installing them may
 # enable their system services: this script never uses those). Optional: ethtool (to turn
 # off TSO/GSO/GRO on the veths; without it the script sets gso_max_segs 1, which has the
@@ -29,7 +33,13 @@
 #   haproxy-ok apache-ok haproxy-server-reset
 #   haproxy-idle-timeout apache-idle-timeout nginx-deflate nginx-deflate-no-context-takeover
 #   haproxy-fragmented nginx-many-clients nginx-k8s-exec nginx-k8s-exec-base64
+#   haproxy-h2 haproxy-h2-multiplex haproxy-h2-no-connect-protocol haproxy-h2-rst
 # The nginx-k8s-exec* scenarios run captures/k8s_exec_server.py instead of ws_server.py.
+# The haproxy-h2* scenarios put `proto h2` on HAProxy's server line (cleartext HTTP/2 with
+# prior knowledge to the backend: a WebSocket handshake becomes an RFC 8441 extended
+# CONNECT) and run captures/h2_ws_server.py (Hypercorn, RFC 8441) or, for
+# haproxy-h2-no-connect-protocol and haproxy-h2-rst, captures/h2_plain_server.py (the h2
+# library: no SETTINGS_ENABLE_CONNECT_PROTOCOL / extended CONNECT refused).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,7 +47,8 @@ ALL_SCENARIOS=(nginx-ok nginx-no-upgrade nginx-no-upgrade-http11 nginx-idle-time
                haproxy-ok apache-ok haproxy-server-reset
                haproxy-idle-timeout apache-idle-timeout nginx-deflate
                nginx-deflate-no-context-takeover haproxy-fragmented nginx-many-clients
-               nginx-k8s-exec nginx-k8s-exec-base64)
+               nginx-k8s-exec nginx-k8s-exec-base64
+               haproxy-h2 haproxy-h2-multiplex haproxy-h2-no-connect-protocol haproxy-h2-rst)
 K8S_PATH='/api/v1/namespaces/default/pods/web-0/exec?command=sh&stdin=true&stdout=true&stderr=true&tty=false'
 if (($# > 0)); then SCENARIOS=("$@"); else SCENARIOS=("${ALL_SCENARIOS[@]}"); fi
 
@@ -65,6 +76,12 @@ proxy_of() {     # proxy_of SCENARIO: nginx | haproxy | apache
     apache-*) echo apache ;;
     *) die "no proxy for scenario $1" ;;
     esac
+}
+is_h2() {        # is_h2 SCENARIO: HAProxy with an HTTP/2 (`proto h2`) backend
+    [[ $1 == haproxy-h2* ]]
+}
+out_dir() {      # out_dir SCENARIO: where the scenario's files are kept
+    if is_h2 "$1"; then echo "$HERE/h2/$1"; else echo "$HERE/$1"; fi
 }
 proxy_conf_name() {  # the configuration file kept beside the pcaps
     case $(proxy_of "$1") in
@@ -117,6 +134,13 @@ find_python() {
 }
 PY=$(find_python) || die "no Python >= 3.11 with the 'websockets' package found
   install with: python3 -m pip install 'websockets>=13'   (or set PYTHON=/path/to/python)"
+for s in "${SCENARIOS[@]}"; do
+    if is_h2 "$s"; then
+        "$PY" -c 'import hypercorn, h2, wsproto' 2>/dev/null || die "$PY has no 'hypercorn' (needed by $s)
+  install with: $PY -m pip install 'hypercorn==0.18.0'"
+        break
+    fi
+done
 HAVE_ETHTOOL=0
 command -v ethtool >/dev/null 2>&1 && HAVE_ETHTOOL=1
 
@@ -321,6 +345,7 @@ haproxy_conf() {     # haproxy_conf SCENARIO PREFIX
     # haproxy-idle-timeout: once the 101 has switched the session to tunnel mode, only
     # `timeout tunnel` applies (it supersedes timeout client / server)
     if [[ $s == haproxy-idle-timeout ]]; then tunnel=3s; fi
+    if is_h2 "$s"; then haproxy_h2_conf "$s" "$p"; return; fi
     cat <<EOF
 # wsanalyze capture scenario: $s  (@WORKDIR@ = per-run scratch directory)
 # run in the foreground: haproxy -db -f haproxy.cfg (no daemon, no master-worker)
@@ -347,6 +372,43 @@ frontend fe_ws
 
 backend be_ws
     server ws1 198.51.100.10:8080
+EOF
+}
+
+haproxy_h2_conf() {  # the haproxy-h2* scenarios: `proto h2` (cleartext, prior knowledge)
+    local s=$1 p=$2 reuse=""
+    # haproxy-h2-multiplex: `http-reuse always` lets the first request of a client session
+    # use an already established server connection with a free stream slot (the default,
+    # `safe`, gives each client session's first request a connection of its own)
+    if [[ $s == haproxy-h2-multiplex ]]; then reuse=$'\n    http-reuse always'; fi
+    cat <<EOF
+# wsanalyze capture scenario: $s  (@WORKDIR@ = per-run scratch directory)
+# run in the foreground: haproxy -db -f haproxy.cfg (no daemon, no master-worker)
+global
+    pidfile $p/haproxy.pid
+    log stdout format raw local0 info
+    nbthread 1
+    maxconn 64
+
+# --- proxy part (shown in MANIFEST.md)
+defaults
+    mode http
+    log global
+    option httplog
+    option forwardfor
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout tunnel 30s
+
+frontend fe_ws
+    bind 192.0.2.1:80
+    default_backend be_ws
+
+backend be_ws$reuse
+    # cleartext HTTP/2 with prior knowledge: a WebSocket handshake from an HTTP/1.1
+    # client becomes an RFC 8441 extended CONNECT (:protocol websocket) on an h2 stream
+    server ws1 198.51.100.10:8080 proto h2
 EOF
 }
 
@@ -432,7 +494,8 @@ stop_proxy() {       # graceful stop: every connection of the scenario is closed
 
 # ---------------------------------------------------------------- one scenario
 run_scenario() {
-    local s=$1 d="$WORK/$s" out="$HERE/$s" srv tdc tds rc=0 conf
+    local s=$1 d="$WORK/$s" out srv tdc tds rc=0 conf
+    out=$(out_dir "$s")
     local srv_args=()
     conf=$(proxy_conf_name "$s")
     say "scenario $s ($(proxy_of "$s"))"
@@ -446,6 +509,9 @@ run_scenario() {
     nginx-deflate-no-context-takeover) srv_args=(--compression deflate-no-context-takeover) ;;
     haproxy-fragmented) srv_args=(--summarize-over 4096) ;;
     nginx-k8s-exec | nginx-k8s-exec-base64) server_py=k8s_exec_server.py ;;
+    haproxy-h2 | haproxy-h2-multiplex) server_py=h2_ws_server.py ;;
+    haproxy-h2-no-connect-protocol) server_py=h2_plain_server.py; srv_args=(--mode no-connect-protocol) ;;
+    haproxy-h2-rst) server_py=h2_plain_server.py; srv_args=(--mode refuse) ;;
     esac
 
     # background processes: `ip netns exec` directly (it execs the program, so $! is the
@@ -491,13 +557,26 @@ run_scenario() {
     nginx-k8s-exec-base64)
         mode=(k8s --subprotocol base64.channel.k8s.io)
         url="ws://$PROXY_C_IP$K8S_PATH" ;;
+    haproxy-h2) mode=(multi) ;;
+    haproxy-h2-multiplex) mode=(multi) ;;
+    haproxy-h2-no-connect-protocol) mode=(refused) ;;
+    haproxy-h2-rst)   # two attempts, one after the other: a 403, then a RST_STREAM
+        mode=(refused --before-url "ws://$PROXY_C_IP/ws/forbidden")
+        url="ws://$PROXY_C_IP/ws/reset" ;;
     esac
     in_ns "$NS_C" timeout 30 "$PY" -u "$HERE/ws_client.py" "${mode[@]}" --url "$url" \
         >"$d/client.log" 2>&1 || rc=$?
 
     sleep 0.5                       # let the last FIN/ACKs reach the wire
+    if is_h2 "$s"; then
+        # HAProxy keeps its idle HTTP/2 server connection(s) open after the last stream:
+        # stop it (soft stop) while tcpdump still runs, so their end (GOAWAY, FIN) is
+        # captured too
+        stop_proxy "$s"
+        sleep 0.5
+    fi
     stop_pid "$tdc" INT; stop_pid "$tds" INT
-    stop_proxy "$s"
+    is_h2 "$s" || stop_proxy "$s"
     stop_pid "$srv" TERM
     PIDS=()
     netns_down
@@ -547,6 +626,12 @@ versions() {     # versions SCENARIO: "key: value" lines, parsed by derive_expec
     apache) echo "apache: $(apache2 -v 2>&1 | sed -n 's/^Server version: //p') ($(pkg_version apache2-bin apache2))" ;;
     esac
     echo "websockets: $("$PY" -c 'import websockets; print(websockets.__version__)')"
+    if is_h2 "$1"; then
+        local pkg
+        for pkg in hypercorn h2 wsproto; do
+            echo "$pkg: $("$PY" -c "import importlib.metadata as m; print(m.version('$pkg'))")"
+        done
+    fi
     echo "python: $("$PY" -c 'import platform; print(platform.python_version())')"
     echo "kernel: $(uname -sr)"
     echo "os: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME" || echo unknown)"
@@ -570,5 +655,5 @@ done
 for s in "${SCENARIOS[@]}"; do run_scenario "$s"; done
 
 say "deriving expected.json and MANIFEST.md with tshark"
-"$PY" "$HERE/derive_expected.py" --captures "$HERE"
-say "done: $(cd "$HERE" && ls -d "${SCENARIOS[@]}" | tr '\n' ' ')"
+${SKIP_DERIVE:+:} "$PY" "$HERE/derive_expected.py" --captures "$HERE"
+say "done: $(for s in "${SCENARIOS[@]}"; do out_dir "$s"; done | sed "s#^$HERE/##" | tr '\n' ' ')"

@@ -8,7 +8,8 @@ Modes:
            ping, "bye", close 1000. alpha also sends a 5000-byte text and a 70000-byte
            binary message (64-bit payload length).
   refused  one attempt that the server side is expected to refuse; the exception is
-           printed and the exit status is 0.
+           printed and the exit status is 0. With --before-url URL (repeatable) one
+           attempt on each of those URLs first, one after the other.
   idle     one client: "hello", then silent for --idle seconds; records how the
            connection ends (the proxy's idle timeout).
   reset    one client (delta) against a server started with --reset-after 2: "hello",
@@ -388,6 +389,7 @@ def main() -> int:
     ap.add_argument("--no-context-takeover", action="store_true")
     ap.add_argument("--clients", type=int, default=12)
     ap.add_argument("--subprotocol", action="append", default=[])
+    ap.add_argument("--before-url", action="append", default=[])
     args = ap.parse_args()
     log("client", f"websockets {websockets.__version__} python {sys.version.split()[0]}")
     if args.mode == "multi":
@@ -401,7 +403,11 @@ def main() -> int:
     if args.mode == "k8s":
         return asyncio.run(k8s(args.url, args.subprotocol))
     if args.mode == "refused":
-        return asyncio.run(refused(args.url))
+        rc = 0
+        for url in [*args.before_url, args.url]:
+            log("refused", f"attempt {url}")
+            rc |= asyncio.run(refused(url))
+        return rc
     if args.mode == "reset":
         return asyncio.run(reset(args.url, args.idle))
     return asyncio.run(idle(args.url, args.idle))

@@ -187,8 +187,9 @@ def test_capture_level_findings_name_their_capture(tmp_path: Path) -> None:
     }
 
 
-def test_tls_and_http2_connections_are_named_not_silently_dropped(tmp_path: Path) -> None:
-    """A wss:// capture or an HTTP/2 leg hides WebSocket from us: say so, with the ports."""
+def test_tls_is_named_and_http2_is_decoded(tmp_path: Path) -> None:
+    """A wss:// capture hides WebSocket from us: say so, with the ports. An HTTP/2 leg
+    (prior knowledge, RFC 9113 §3.4) is decoded and listed."""
     tls = TcpFlow(C, ("192.0.2.1", 443))
     tls.open(t_us(0))
     tls.send("c", b"\x16\x03\x01\x00\x05hello", t_us(100))
@@ -196,10 +197,12 @@ def test_tls_and_http2_connections_are_named_not_silently_dropped(tmp_path: Path
     h2.open(t_us(200))
     h2.send("c", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00", t_us(300))
     cap = analyze_capture(write_pcap(tmp_path / "t.pcap", tls.packets + h2.packets), strict=True)
-    assert cap.connections == [] and cap.other_connections == 2
+    assert [(c.id, c.protocol, c.stream_id) for c in cap.connections] == [("client-2", "h2", None)]
+    assert cap.other_connections == 1
+    assert cap.connections[0].bytes[0].decoded == 33  # the preface and an empty SETTINGS
     codes = {f.code: f for f in cap.findings}
     assert "443" in codes["capture_tls_not_decoded"].detail
-    assert "8443" in codes["capture_http2_not_decoded"].detail
+    assert "capture_http2_not_decoded" not in codes
     assert codes["capture_tls_not_decoded"].capture == "client"
 
 

@@ -85,13 +85,138 @@ _ENTRIES: list[Entry] = [
         "Capture on the cleartext side of the TLS terminator (the proxy's server side "
         "when it terminates TLS), or ask the proxy for a cleartext mirror.",
     ),
+    # --- HTTP/2 (http2.py) ---
     Entry(
-        "capture_http2_not_decoded",
+        "h2_bad_preface",
+        E,
+        "RFC 9113 §3.4",
+        "An HTTP/2 connection did not start as §3.4 requires: the client's first 24 bytes "
+        "are not the connection preface `PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n`, or a "
+        "side's first frame is not SETTINGS. The peer is probably not speaking HTTP/2 with "
+        "prior knowledge (an HTTP/1.1 client on an h2-only port, TLS on a cleartext port). "
+        "Decoding went on at the first plausible frame.",
+        "Check the proxy's backend protocol setting against what the backend listens for "
+        "(HAProxy `proto h2` on a `server` line, Envoy `http2_protocol_options` / Istio "
+        "`appProtocol: http2` or port name `http2-…`/`grpc-…`) and whether the port expects TLS.",
+    ),
+    Entry(
+        "h2_frame_error",
+        E,
+        "RFC 9113 §4.1-§4.2 / §6",
+        "An HTTP/2 frame breaks the framing rules: a length above the receiver's "
+        "SETTINGS_MAX_FRAME_SIZE, a wrong fixed length (PING 8, RST_STREAM 4, WINDOW_UPDATE 4, "
+        "PRIORITY 5, SETTINGS a multiple of 6), stream 0 where a stream is required or the "
+        "reverse, CONTINUATION not right after HEADERS of the same stream, padding not "
+        "shorter than the payload, an out-of-range SETTINGS value, a WINDOW_UPDATE of 0, "
+        "RST_STREAM on a stream never opened. A receiver treats these as connection or "
+        "stream errors (it sends GOAWAY or RST_STREAM); the frame was skipped by its length.",
+        "Look at the GOAWAY/RST_STREAM the peer sent next. Identify which side sent the "
+        "frame and its software version (proxy or backend); such bugs are often fixed in "
+        "later releases. A length error can also mean the two sides disagree on "
+        "SETTINGS_MAX_FRAME_SIZE.",
+    ),
+    Entry(
+        "h2_hpack_error",
+        E,
+        "RFC 9113 §4.3 / RFC 7541",
+        "A header block (HEADERS/PUSH_PROMISE + CONTINUATION) could not be decoded with "
+        "HPACK although every earlier block of that direction was seen: a bad index, a bad "
+        "Huffman string, a table size above the receiver's SETTINGS_HEADER_TABLE_SIZE, or a "
+        "header list over the analyser's bound. A real receiver fails the connection with "
+        "COMPRESSION_ERROR. The block's headers are lost and the direction's HPACK state "
+        "is unknown from here on.",
+        "Look for a GOAWAY with COMPRESSION_ERROR from the receiver; compare both sides' "
+        "SETTINGS_HEADER_TABLE_SIZE; check the encoder's software version.",
+    ),
+    Entry(
+        "h2_hpack_state_lost",
         W,
-        "RFC 9113 §3.4 / RFC 8441",
-        "Some TCP connections carry HTTP/2 with prior knowledge (the leg to an Envoy/Istio "
-        "sidecar or an h2 backend); WebSocket over HTTP/2 (RFC 8441) is not decoded yet.",
-        "Compare the HTTP/1.1 leg; WebSocket over HTTP/2 decoding is planned.",
+        "RFC 7541 §2.3.2",
+        "The HPACK dynamic table of one direction can no longer be followed (a header "
+        "block was missed in a TCP gap, the capture began mid-connection, or a block failed "
+        "to decode). Header blocks decoded after this are marked unreliable: static-table "
+        "and literal fields are right, fields taken from the dynamic table may be wrong or "
+        "missing. Later HPACK errors on that direction are expected and not reported.",
+        "Capture from the start of the connection (before the proxy opens its h2 pool "
+        "connections: restart the capture, then the proxy or its upstream), without "
+        "packet loss (`tcpdump -B`, full snap length).",
+    ),
+    Entry(
+        "h2_gap_resync",
+        W,
+        "heuristic (RFC 9113 §4.1)",
+        "A TCP gap cut an HTTP/2 frame header or fell between frames, so the next frame "
+        "boundary was unknown; the decoder skipped bytes until a run of plausible frame "
+        "headers (the detail says how many; they are counted as undecodable). Also "
+        "reported when a capture started mid-connection skips bytes before the first frame.",
+        "Capture without packet loss; frames lost in the gap (WINDOW_UPDATE, SETTINGS) may "
+        "explain later behaviour that looks wrong.",
+    ),
+    Entry(
+        "h2_frame_lost_in_gap",
+        W,
+        "RFC 9113 §4.1",
+        "A TCP gap fell inside a non-DATA frame (HEADERS, SETTINGS, WINDOW_UPDATE...) whose "
+        "header was seen: that frame is lost, but its end is known so decoding went on right "
+        "after it. A lost header block also loses the HPACK state.",
+        "Capture without packet loss (`tcpdump -B`, full snap length).",
+    ),
+    Entry(
+        "h2_header_block_too_large",
+        W,
+        "RFC 9113 §4.3 / §10.5.1 (security limit)",
+        "A header block grew past the analyser's bound (256 KiB by default) and was dropped "
+        "without being decoded; the direction's HPACK state is unknown from here on. "
+        "Proxies usually refuse much smaller header lists (SETTINGS_MAX_HEADER_LIST_SIZE).",
+        "Look for huge cookies or headers added by a client or middleware; check the "
+        "proxy's header size limits (HAProxy `tune.bufsize`, Envoy "
+        "`max_request_headers_kb`).",
+    ),
+    Entry(
+        "h2_truncated",
+        W,
+        "RFC 9113 §4.1",
+        "The HTTP/2 byte stream ended (FIN, RST or end of capture) inside a frame or a "
+        "header block; the partial frame is counted as undecodable.",
+        "Check whether the capture stopped too early or the sender aborted the connection "
+        "mid-frame (a crash, a killed process, an idle timeout that reset it).",
+    ),
+    Entry(
+        "h2_goaway_error",
+        E,
+        "RFC 9113 §6.8 / §7",
+        "One side closed the HTTP/2 connection with GOAWAY carrying an error code "
+        "(PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, COMPRESSION_ERROR, "
+        "ENHANCE_YOUR_CALM...): every stream above its last_stream_id, WebSockets "
+        "included, is dropped. A GOAWAY with NO_ERROR (graceful shutdown) is not a finding.",
+        "The error code and debug data say why; look at the frames the other side sent "
+        "just before (often one this tool flags). PROTOCOL_ERROR between a proxy and an h2 "
+        "backend often means the two disagree on a feature (RFC 8441 extended CONNECT, "
+        "stream states); ENHANCE_YOUR_CALM means a rate or abuse limit.",
+    ),
+    Entry(
+        "h2_flow_control_stall",
+        W,
+        "RFC 9113 §5.2 / §6.9",
+        "A DATA sender had used up its HTTP/2 flow-control window (the connection's or a "
+        "stream's) and waited for the receiver's WINDOW_UPDATE before sending more: the "
+        "detail gives the wait in ms. Long or repeated stalls delay WebSocket messages; a "
+        "window never reopened before the end of the capture means the receiver stopped "
+        "reading (or its updates were lost).",
+        "Check the receiver's initial window (SETTINGS_INITIAL_WINDOW_SIZE) and how fast it "
+        "consumes: a slow WebSocket reader behind the proxy, or small proxy buffers (Envoy "
+        "`initial_stream_window_size`/`initial_connection_window_size`, HAProxy "
+        "`tune.h2.initial-window-size`).",
+    ),
+    Entry(
+        "h2_findings_suppressed",
+        I,
+        "security limit",
+        "One direction of an HTTP/2 connection produced more than 10 findings of one code; "
+        "only the first 10 were listed, the rest are counted in this finding's detail "
+        "(code=..., suppressed=N).",
+        "Look at the first findings of that code: the stream is likely hostile, corrupted "
+        "or not HTTP/2 at all.",
     ),
     Entry(
         "capture_timestamps_out_of_order",
@@ -313,6 +438,70 @@ _ENTRIES: list[Entry] = [
         "evidence.",
         "Start the capture before the clients connect to see the handshake (headers, "
         "extensions, what the proxy changed).",
+    ),
+    # --- WebSocket over HTTP/2 (pipeline.py, handshake.py), RFC 8441 ---
+    Entry(
+        "h2_connect_protocol_not_enabled",
+        E,
+        "RFC 8441 §3",
+        "The HTTP/2 server never advertised SETTINGS_ENABLE_CONNECT_PROTOCOL=1, yet a WebSocket "
+        "had to cross this connection: an extended CONNECT was sent anyway, or the client (the "
+        "proxy) reset a stream before sending any request, which is how HAProxy gives up; the "
+        "client-side WebSocket is then refused by the proxy (HAProxy 502, Istio before 1.12: 503).",
+        "Enable RFC 8441 on the backend (e.g. Envoy `allow_connect: true`, Hypercorn/h2 "
+        "`ENABLE_CONNECT_PROTOCOL`), or make the proxy speak HTTP/1.1 to it (Istio "
+        "`h2UpgradePolicy: DO_NOT_UPGRADE`, HAProxy: remove `proto h2`).",
+    ),
+    Entry(
+        "h2_extended_connect_reset",
+        E,
+        "RFC 8441 §5 / RFC 9113 §6.4",
+        "The extended CONNECT that carries the WebSocket over HTTP/2 was answered by a "
+        "RST_STREAM instead of a response: the WebSocket never opened on this leg; the proxy "
+        "refuses the client side (typically 502/503).",
+        "The error code names the reason (REFUSED_STREAM: retry elsewhere; PROTOCOL_ERROR: "
+        "the server does not accept :protocol; CANCEL: the proxy gave up). Check the backend's "
+        "RFC 8441 support and its logs at that time.",
+    ),
+    Entry(
+        "h2_websocket_stream_reset",
+        W,
+        "RFC 8441 §5 / RFC 9113 §6.4",
+        "An open WebSocket carried on an HTTP/2 stream was ended by RST_STREAM with an error "
+        "code, not by a close frame and END_STREAM: the other leg sees an abnormal closure "
+        "(1006) or a TCP reset.",
+        "Look at what preceded the reset on the same HTTP/2 connection (GOAWAY, flow-control "
+        "stalls, a timeout of the proxy or of the backend).",
+    ),
+    Entry(
+        "h2_scheme_mismatch",
+        W,
+        "RFC 8441 §5 / RFC 9113 §8.3.1",
+        "The extended CONNECT's :scheme says https but the stream travels on a cleartext TCP "
+        "connection (RFC 8441 §5: `http` for a ws-schemed WebSocket; HAProxy 2.6 with `proto h2` "
+        "sends https): a backend that checks the scheme, or builds URLs and Origin checks from "
+        "it, may reject or misroute the WebSocket.",
+        "Check the backend's scheme and Origin checks; with HAProxy, `http-request set-uri` / "
+        "the server line's `ssl` decide the scheme it sends.",
+    ),
+    Entry(
+        "h2_bad_extended_connect",
+        E,
+        "RFC 8441 §4 / RFC 9113 §8.5",
+        "An extended CONNECT lacks :scheme, :path or :authority: the server must treat it as "
+        "malformed and refuse the WebSocket.",
+        "Check the proxy version: it builds the HTTP/2 request from the client's HTTP/1.1 Upgrade.",
+    ),
+    Entry(
+        "h2_connection_specific_header",
+        W,
+        "RFC 9113 §8.2.2",
+        "An HTTP/2 request or response carries a connection-specific field (Connection, Upgrade, "
+        "Keep-Alive, Proxy-Connection, Transfer-Encoding, TE other than trailers): a conforming "
+        "peer must treat the message as malformed. A proxy that translates an HTTP/1.1 Upgrade "
+        "must drop Upgrade/Connection and say :protocol instead.",
+        "Check header rules that re-add Upgrade/Connection on the HTTP/2 leg (e.g. nginx "
+        "`proxy_set_header Connection`, Envoy `request_headers_to_add`).",
     ),
     # --- frames and messages (frames.py, messages.py), RFC 6455 §5-§8 ---
     Entry(

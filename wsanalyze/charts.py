@@ -184,7 +184,12 @@ _LEG_DIRECTIONS = {
     ("server", "client_to_server"): "proxy → server",
     ("server", "server_to_client"): "server → proxy",
 }
-_CHANGE_COLOURS = {"added": "#2ca02c", "removed": "#d62728", "modified": "#ff7f0e"}
+_CHANGE_COLOURS = {
+    "added": "#2ca02c",
+    "removed": "#d62728",
+    "modified": "#ff7f0e",
+    "mapped": "#7f7f7f",
+}
 
 
 def _ns(values: pd.Series) -> np.ndarray:
@@ -233,7 +238,14 @@ def plot_timeline(
             if c in ids and s in ids:
                 pair_of[c] = s
     n_pairs = len(pair_of)
-    by_capture = conns["capture"].astype(str).value_counts()
+    # An HTTP/2 connection whose WebSocket streams are rows (and pairs) of their own
+    # is their transport, not a connection waiting for a twin.
+    transports = set()
+    if "stream_id" in connections:
+        streams = connections.loc[connections["stream_id"].notna(), "connection_id"]
+        transports = {str(c).rsplit("-s", 1)[0] for c in streams}
+    pairable = conns[~conns["connection_id"].isin(transports)]
+    by_capture = pairable["capture"].astype(str).value_counts()
     unpaired_c = int(by_capture.get("client", 0)) - n_pairs
     unpaired_s = int(by_capture.get("server", 0)) - n_pairs
     counts = f"{n:,} connections"

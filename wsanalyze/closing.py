@@ -67,6 +67,8 @@ class CloseEvent:
     packet: int | None
     code: int | None = None
     reason: bytes | None = None
+    h2: bool = False
+    """The leg is an HTTP/2 stream (RFC 8441): its FIN is END_STREAM, its RST RST_STREAM."""
 
     @property
     def direction(self) -> Direction:
@@ -76,6 +78,8 @@ class CloseEvent:
         """``"close 1000 'bye'"``, ``"close (no code)"``, ``"FIN"`` or ``"RST"``; ``text``
         is applied to the close reason (e.g. a report's redaction)."""
         if self.kind != CLOSE:
+            if self.h2:
+                return "END_STREAM" if self.kind == FIN else "RST_STREAM"
             return self.kind.upper()
         if self.code is None:
             return "close (no code)"
@@ -190,7 +194,7 @@ class CloseStory:
         ends = []
         for e in self.tcp_ends:
             rel = "" if e.ts_ns == t0 else f" +{duration_text(e.ts_ns - t0)}"
-            ends.append(f"{e.kind.upper()} from {e.sender} {e.endpoint}{rel}")
+            ends.append(f"{e.label()} from {e.sender} {e.endpoint}{rel}")
         if ends:
             parts.append(", ".join(ends))
         tail = []
@@ -269,6 +273,7 @@ def _code(code: int | None) -> str:
 def close_story(conn: ConnectionAnalysis) -> CloseStory:
     """The close story of one leg (see :class:`CloseStory`). Never raises."""
     t = conn.tcp
+    h2 = conn.stream_id is not None  # END_STREAM / RST_STREAM end the leg (RFC 9113 §5.1)
     endpoints = {"client": str(t.client), "server": str(t.server)}
     events: list[CloseEvent] = []
     closes: dict[str, CloseEvent] = {}
@@ -286,9 +291,13 @@ def close_story(conn: ConnectionAnalysis) -> CloseStory:
     for d in (C2S, S2C):
         who = _sender(d)
         if t.fin_ts_ns[d] is not None:
-            events.append(CloseEvent(FIN, who, endpoints[who], t.fin_ts_ns[d], t.fin_packet[d]))
+            events.append(
+                CloseEvent(FIN, who, endpoints[who], t.fin_ts_ns[d], t.fin_packet[d], h2=h2)
+            )
         if t.rst_ts_ns[d] is not None:
-            events.append(CloseEvent(RST, who, endpoints[who], t.rst_ts_ns[d], t.rst_packet[d]))
+            events.append(
+                CloseEvent(RST, who, endpoints[who], t.rst_ts_ns[d], t.rst_packet[d], h2=h2)
+            )
     events.sort(key=lambda e: (e.ts_ns, e.packet or 0, _KIND_RANK[e.kind]))
 
     first = events[0] if events else None
@@ -402,7 +411,7 @@ def close_findings(conn: ConnectionAnalysis, story: CloseStory | None = None) ->
             add(
                 "ws_close_not_completed",
                 f"expected=a close frame from the {peer} answering the {first.sender}'s "
-                f"{first.label()} (RFC 6455 §5.5.1), found={end.kind.upper()} from the "
+                f"{first.label()} (RFC 6455 §5.5.1), found={end.label()} from the "
                 f"{end.sender} {end.endpoint} {duration_text(end.ts_ns - first.ts_ns)} later "
                 f"(packet {end.packet}) with no close frame from the {peer}; the "
                 f"{first.sender} reports 1006",
@@ -415,7 +424,7 @@ def close_findings(conn: ConnectionAnalysis, story: CloseStory | None = None) ->
         add(
             "ws_abnormal_closure",
             f"expected=a close frame each way before the TCP close (RFC 6455 §7.1.1), "
-            f"found=none: {end.kind.upper()} from the {end.sender} {end.endpoint}{idle} "
+            f"found=none: {end.label()} from the {end.sender} {end.endpoint}{idle} "
             f"(packet {end.packet}); both ends report 1006",
             [end],
             end.direction,

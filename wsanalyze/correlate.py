@@ -49,6 +49,7 @@ from itertools import pairwise
 from urllib.parse import urlsplit
 
 from . import catalogue
+from .handshake import is_extended_connect
 from .model import Direction, Finding, Message, RequestHead, ResponseHead, header_value
 from .pipeline import CaptureAnalysis, ConnectionAnalysis
 
@@ -91,7 +92,9 @@ class HeaderChange:
     """One header field the proxy changed between the legs.
 
     ``message`` is ``"request"`` or ``"response"``; ``change`` is ``"added"``,
-    ``"removed"`` or ``"modified"`` in the direction of travel (a request field
+    ``"removed"``, ``"modified"`` in the direction of travel, or ``"mapped"`` (the
+    same meaning in the other protocol's form, HTTP/1.1 vs HTTP/2: see
+    :func:`head_changes`) (a request field
     ``added`` appears only on the server leg; a response field ``added`` only on the
     client leg). ``name`` is as sent (client-leg spelling when both have it); values
     are latin-1 text, repeated fields joined with ``", "``, None when absent.
@@ -239,10 +242,10 @@ class _Features:
     forwarded: bytes  # XFF / X-Real-IP / Forwarded values, lower-cased
     client_ip: str
     digests: frozenset[tuple[int, int, bytes]]  # (direction, opcode, digest)
+    f5: tuple[int | None, int | None] = (None, None)  # F5 trailer (flow id, peer id)
 
 
 def _features(conn: ConnectionAnalysis) -> _Features | None:
-    f5: tuple[int | None, int | None] = (None, None)  # F5 trailer (flow id, peer id)
     req, resp = conn.exchange
     digests = frozenset(
         (int(m.direction), m.opcode, m.digest) for m in conn.messages[:256] if m.opcode < 8
@@ -266,14 +269,21 @@ def _features(conn: ConnectionAnalysis) -> _Features | None:
             forwarded=b"",
             client_ip=client_ip,
             digests=digests,
+            f5=(conn.tcp.f5_flow_id, conn.tcp.f5_peer_id),
         )
     target = req.target
     try:
-            f5=(conn.tcp.f5_flow_id, conn.tcp.f5_peer_id),
         path = urlsplit(target.decode("latin-1")).path.encode("latin-1")
     except ValueError:
         path = target
-    e2e = frozenset((n.lower(), v) for n, v in req.headers if n.lower() not in _PROXY_FIELDS)
+    method = req.method
+    if req.version == b"HTTP/2" and is_extended_connect(req):
+        method = b"GET"  # RFC 8441 §5: the extended CONNECT stands for the Upgrade GET
+    e2e = frozenset(
+        (n.lower(), v)
+        for n, v in req.headers
+        if n.lower() not in _PROXY_FIELDS and not n.startswith(b":")
+    )
     fwd = b" ".join(
         v.lower()
         for n, v in req.headers
@@ -286,33 +296,33 @@ def _features(conn: ConnectionAnalysis) -> _Features | None:
         ts_ns=req.ts_ns,
         packets=req.packets,
         key=header_value(req.headers, b"sec-websocket-key"),
-        method=req.method,
+        method=method,
         target=target,
         path=path,
         e2e=e2e,
         forwarded=fwd,
         client_ip=client_ip,
         digests=digests,
+        f5=(conn.tcp.f5_flow_id, conn.tcp.f5_peer_id),
     )
 
 
 def _score(c: _Features, s: _Features, timing: _Timing | None) -> tuple[float, list[str]]:
     score = 0.0
     ev: list[str] = []
+    if c.f5[0] is not None and c.f5[0] == s.f5[1] or c.f5[1] is not None and c.f5[1] == s.f5[0]:
+        score += 6.0  # the BIG-IP itself names the connection on the other side
+        ev.append("f5_peer_id")
     if c.key is not None and c.key == s.key:
         score += 4.0
         ev.append("sec_websocket_key")
     if c.digests and s.digests:
-        f5=(conn.tcp.f5_flow_id, conn.tcp.f5_peer_id),
         common = len(c.digests & s.digests)
         if common:
             frac = common / max(len(c.digests), len(s.digests))
             score += 3.0 * frac
             ev.append(f"message_digests({common})")
     if c.method is None or s.method is None:
-    if c.f5[0] is not None and c.f5[0] == s.f5[1] or c.f5[1] is not None and c.f5[1] == s.f5[0]:
-        score += 6.0  # the BIG-IP itself names the connection on the other side
-        ev.append("f5_peer_id")
         pass  # a handshake not captured: no request to compare
     elif c.method == s.method and c.target == s.target:
         score += 1.0
@@ -607,24 +617,26 @@ class _Index:
     by_path: dict[tuple[bytes, bytes], list[tuple[int, int]]]
     common_c: list[int]
     common_s: list[int]
+    by_f5: dict[int, list[int]] = field(default_factory=dict)  # F5 flow and peer ids
 
 
 def _index(cf: list[_Features], sf: list[_Features]) -> _Index:
     by_key: dict[bytes, list[int]] = defaultdict(list)
     by_digest: dict[tuple[int, int, bytes], list[int]] = defaultdict(list)
     by_proxied: dict[str, list[int]] = defaultdict(list)
+    by_f5: dict[int, list[int]] = defaultdict(list)
     by_path: dict[tuple[bytes, bytes], list[tuple[int, int]]] = defaultdict(list)
     for k, s in enumerate(sf):
         if s.key is not None:
             by_key[s.key].append(k)
-    by_f5: dict[int, list[int]] = field(default_factory=dict)  # F5 flow and peer ids
         for dg in s.digests:
             by_digest[dg].append(k)
         if s.conn.proxied_client is not None:
             by_proxied[s.conn.proxied_client].append(k)
+        for f5_id in {i for i in s.f5 if i is not None}:
+            by_f5[f5_id].append(k)
         if s.method is not None:
             by_path[(s.method, s.path)].append((s.ts_ns, k))
-    by_f5: dict[int, list[int]] = defaultdict(list)
     for bucket in by_path.values():
         bucket.sort()
 
@@ -633,13 +645,12 @@ def _index(cf: list[_Features], sf: list[_Features]) -> _Index:
 
     return _Index(
         dict(by_key),
-        for f5_id in {i for i in s.f5 if i is not None}:
-            by_f5[f5_id].append(k)
         dict(by_digest),
         dict(by_proxied),
         dict(by_path),
         [common(c) for c in cf],
         [common(s) for s in sf],
+        dict(by_f5),
     )
 
 
@@ -650,7 +661,6 @@ def _candidates(
     Sec-WebSocket-Key; an F5 flow id or peer id in common; a rare message digest in
     common; a PROXY protocol header naming its endpoint; without timing, the same
     method and path when few server connections have them (scored whole). The time window over same-path requests
-        dict(by_f5),
     is added by :func:`_window_edges` only where these do not settle the pair, so the
     number of scored edges stays near-linear."""
     ix = ix or _index(cf, sf)
@@ -664,6 +674,9 @@ def _candidates(
             if len(hits) <= _RARE_DIGEST:
                 cands.update(hits)
         cands.update(ix.by_proxied.get(str(c.conn.tcp.client), ()))
+        for f5_id in c.f5:  # a server leg whose peer id is our flow id, or the converse
+            if f5_id is not None:
+                cands.update(ix.by_f5.get(f5_id, ()))
         if timing is None and c.method is not None:
             bucket = ix.by_path.get((c.method, c.path), [])
             if len(bucket) <= 64:
@@ -674,9 +687,6 @@ def _candidates(
 
 def _window_bound(f: _Features, common: int) -> float:
     """Upper bound of the score of a window-only candidate of ``f``."""
-        for f5_id in c.f5:  # a server leg whose peer id is our flow id, or the converse
-            if f5_id is not None:
-                cands.update(ix.by_f5.get(f5_id, ()))
     return _WINDOW_ONLY_MAX + (3.0 * common / len(f.digests) if f.digests else 0.0)
 
 
@@ -819,10 +829,85 @@ def _make_pair(pair_id: str, c: _Features, s: _Features, score: float, ev: list[
     p = Pair(pair_id, c.conn, s.conn, round(score, 3), _confidence(score), tuple(ev))
     p.matches = match_messages(c.conn, s.conn)
     if c.request is not None and s.request is not None:
-        p.header_changes = header_changes(c.request.headers, s.request.headers, "request")
+        p.header_changes = head_changes(c.request, s.request, "request")
     if c.response is not None and s.response is not None:
-        p.header_changes += header_changes(c.response.headers, s.response.headers, "response")
+        p.header_changes += head_changes(c.response, s.response, "response")
     return p
+
+
+def head_changes(
+    client: RequestHead | ResponseHead, server: RequestHead | ResponseHead, message: str
+) -> list[HeaderChange]:
+    """:func:`header_changes` between the two legs' heads, across a change of protocol:
+    when one leg is HTTP/2 (RFC 8441) and the other HTTP/1.1, ``Host`` compares with
+    ``:authority`` (RFC 9113 §8.3.1), the request line and status with the
+    pseudo-header fields, and ``Upgrade``/``Connection`` (which HTTP/2 forbids, §8.2.2)
+    with ``:protocol`` (request) or the 2xx (response); each such translation is one
+    ``"mapped"`` change (or ``"modified"`` when the values differ), and only what was
+    really added or lost is reported as such. Names compare lower-cased."""
+    h2c, h2s = client.version == b"HTTP/2", server.version == b"HTTP/2"
+    if h2c == h2s:
+        return header_changes(client.headers, server.headers, message)
+    h1, h2 = (server, client) if h2c else (client, server)
+    mapped: list[tuple[str, str | None, str | None]] = []  # (name, h1 value, h2 value)
+    drop1: set[bytes] = set()
+    rename: dict[bytes, bytes] = {}
+    if message == "request":
+        assert isinstance(h1, RequestHead) and isinstance(h2, RequestHead)
+        mapped.append(
+            (
+                "request line -> :method :path",
+                f"{h1.method.decode('latin-1')} {h1.target.decode('latin-1')}",
+                f"{_pseudo(h2, b':method')} {_pseudo(h2, b':path')}",
+            )
+        )
+        if header_value(h2.headers, b":protocol") is not None:
+            up = [
+                f"{n.decode('latin-1')}: {v.decode('latin-1')}"
+                for n, v in h1.headers
+                if n.lower() in (b"upgrade", b"connection")
+            ]
+            mapped.append(
+                (
+                    "Upgrade, Connection -> :protocol",
+                    "; ".join(up) or None,
+                    _pseudo(h2, b":protocol"),
+                )
+            )
+            drop1 = {b"upgrade", b"connection"}
+        rename = {b":authority": b"host"}
+    else:
+        assert isinstance(h1, ResponseHead) and isinstance(h2, ResponseHead)
+        mapped.append(
+            (
+                "status",
+                f"{h1.status} {h1.reason.decode('latin-1')}".strip(),
+                _pseudo(h2, b":status"),
+            )
+        )
+        if 200 <= h2.status < 300 and h1.status == 101:
+            drop1 = {b"upgrade", b"connection"}
+    h2_headers = [
+        (rename.get(n, n), v) for n, v in h2.headers if not n.startswith(b":") or n in rename
+    ]
+    h1_headers = [(n, v) for n, v in h1.headers if n.lower() not in drop1]
+    ch, sh = (h2_headers, h1_headers) if h2c else (h1_headers, h2_headers)
+    out = [
+        HeaderChange(message, "mapped", name, *((v1, v2) if not h2c else (v2, v1)))
+        for name, v1, v2 in mapped
+    ]
+    for hc in header_changes(ch, sh, message):
+        if hc.name.lower() == "host" or hc.name == ":authority":
+            hc = HeaderChange(
+                hc.message, hc.change, "Host -> :authority", hc.client_value, hc.server_value
+            )
+        out.append(hc)
+    return out
+
+
+def _pseudo(head: RequestHead | ResponseHead, name: bytes) -> str:
+    v = header_value(head.headers, name)
+    return v.decode("latin-1") if v is not None else "absent"
 
 
 def _confidence(score: float) -> float:
@@ -931,8 +1016,9 @@ def _correlate(
         pairs=pairs,
         clock_offset=theta,
         findings=findings,
-        unpaired_client=[c for c in client.connections if id(c) not in paired_c],
-        unpaired_server=[s for s in server.connections if id(s) not in paired_s],
+        unpaired_client=[c for c in client.connections if id(c) not in paired_c and not c.streams],
+        # An HTTP/2 connection's WebSocket streams are paired on their own.
+        unpaired_server=[s for s in server.connections if id(s) not in paired_s and not s.streams],
         ambiguous_client=[c.conn for c in ambiguous],
     )
 

@@ -186,13 +186,23 @@ def diagnose_pair(
     return out
 
 
+def _switched(resp: ResponseHead | None) -> bool:
+    """Whether ``resp`` opened the WebSocket: a 101 (RFC 6455 §4.2.2), or over HTTP/2 a
+    2xx to the extended CONNECT (RFC 8441 §5)."""
+    if resp is None:
+        return False
+    if resp.version == b"HTTP/2":
+        return 200 <= resp.status < 300
+    return resp.status == 101
+
+
 def _header_case(pair: Pair) -> list[Finding]:
     """Request header names whose spelling the proxy changed (HAProxy lower-cases them
     all). Names are case-insensitive (RFC 9110 §5.1), so this is no header change,
     but a backend that compares names case-sensitively breaks on it."""
     creq, sreq = pair.client.exchange[0], pair.server.exchange[0]
-    if creq is None or sreq is None:
-        return []
+    if creq is None or sreq is None or b"HTTP/2" in (creq.version, sreq.version):
+        return []  # HTTP/2 field names are lower case by rule (RFC 9113 §8.2.1)
     server_names = {n.lower(): n for n, _ in sreq.headers}
     changed = []
     for name, _ in creq.headers:
@@ -236,8 +246,12 @@ def _handshake(pair: Pair) -> list[Finding]:
             catalogue.finding(code, detail, packets=pk, connections=ids, capture=srole, ts_ns=ts)
         )
 
-    client_wants_ws = b"websocket" in _tokens(creq.headers, b"upgrade") and (
-        b"upgrade" in _tokens(creq.headers, b"connection")
+    # Over HTTP/2 the server leg says :protocol instead of Upgrade/Connection
+    # (RFC 8441 §4): those checks are for an HTTP/1.1 server leg.
+    client_wants_ws = (
+        b"websocket" in _tokens(creq.headers, b"upgrade")
+        and b"upgrade" in _tokens(creq.headers, b"connection")
+        and sreq.version != b"HTTP/2"
     )
     if client_wants_ws:
         absent, altered = [], []
@@ -276,7 +290,7 @@ def _handshake(pair: Pair) -> list[Finding]:
                 sreq.packets,
                 sreq.ts_ns,
             )
-        if sresp is not None and sresp.status != 101 and not absent and not altered:
+        if sresp is not None and not _switched(sresp) and not absent and not altered:
             add(
                 "proxy_handshake_refused_by_server",
                 f"expected=101 from the server, found={status}",
@@ -300,7 +314,19 @@ def _handshake(pair: Pair) -> list[Finding]:
                     sresp.packets,
                     cresp.ts_ns,
                 )
-    if cresp is not None and sresp is not None and cresp.status != sresp.status:
+    elif sreq.version == b"HTTP/2" and sresp is not None and not _switched(sresp):
+        add(
+            "proxy_handshake_refused_by_server",
+            f"expected=a 2xx to the extended CONNECT (RFC 8441 §5), found={status}",
+            sresp.packets,
+            sresp.ts_ns,
+        )
+    if (
+        cresp is not None
+        and sresp is not None
+        and cresp.status != sresp.status
+        and not (_switched(cresp) and _switched(sresp))
+    ):
         add(
             "proxy_status_changed",
             f"expected={sresp.status} (server leg), found={cresp.status} (client leg, "
@@ -375,7 +401,7 @@ def _offered_protocols(headers: Headers) -> list[str]:
 
 
 def _selected_protocol(resp: ResponseHead | None) -> str | None:
-    if resp is None or resp.status != 101:
+    if not _switched(resp):
         return None
     sel = _offered_protocols(resp.headers)
     return sel[0] if sel else None
@@ -408,9 +434,7 @@ def _negotiation(pair: Pair, ids: tuple[str, str]) -> list[Finding]:
     assert creq is not None and sreq is not None
     srole, crole = pair.server.role, pair.client.role
     packets = (*sreq.packets, *(sresp.packets if sresp else ()))
-    both_101 = (
-        cresp is not None and sresp is not None and cresp.status == 101 and sresp.status == 101
-    )
+    both_101 = _switched(cresp) and _switched(sresp)
     where = f"client leg request: packet {creq.packets[0]} {_other(crole)}"
     out: list[Finding] = []
 
@@ -442,8 +466,8 @@ def _negotiation(pair: Pair, ids: tuple[str, str]) -> list[Finding]:
 
     cext, sext = _extensions(creq.headers), _extensions(sreq.headers)
     cnames, snames = [n for n, _ in cext], [n for n, _ in sext]
-    cneg = sorted(_extensions(cresp.headers)) if cresp is not None and cresp.status == 101 else []
-    sneg = sorted(_extensions(sresp.headers)) if sresp is not None and sresp.status == 101 else []
+    cneg = sorted(_extensions(cresp.headers)) if cresp is not None and _switched(cresp) else []
+    sneg = sorted(_extensions(sresp.headers)) if sresp is not None and _switched(sresp) else []
     added_x = [n for n in snames if n not in cnames]
     stripped_x = [n for n in cnames if n not in snames]
     if added_x or (both_101 and cneg != sneg):
@@ -507,6 +531,31 @@ def _duplicates(pair: Pair, ids: tuple[str, str]) -> list[Finding]:
     return out
 
 
+def _h2_refusal(
+    client: ConnectionAnalysis, servers: list[ConnectionAnalysis], theta_ns: int, slack_ns: int
+) -> str | None:
+    """Why a client-leg handshake has no server-side twin when the proxy forwards to an
+    HTTP/2 server that never enabled extended CONNECT (RFC 8441 §3): the server leg
+    then holds no request, only the proxy's ``h2_connect_protocol_not_enabled``
+    evidence between the client's request and the proxy's refusal."""
+    creq = client.exchange[0]
+    if creq is None:
+        return None
+    lo = creq.ts_ns + theta_ns - slack_ns
+    hi = client.tcp.last_ts_ns + theta_ns + slack_ns  # HAProxy answers 502 before its reset
+    for s in servers:
+        for f in s.findings:
+            if f.code == "h2_connect_protocol_not_enabled" and f.ts_ns is not None:
+                if lo <= f.ts_ns <= hi:
+                    at = f"packet {f.packets[0]} {_other(s.role)}" if f.packets else s.id
+                    return (
+                        f"made by the proxy: the HTTP/2 server it forwards to ({s.id}) did not "
+                        f"advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3), so the "
+                        f"WebSocket could not be sent as an extended CONNECT ({at})"
+                    )
+    return None
+
+
 def _server_leg_text(
     client: ConnectionAnalysis, server: ConnectionAnalysis | None, why_none: str
 ) -> str:
@@ -548,7 +597,7 @@ def _server_leg_text(
         )
     return (
         f"made by the proxy: it gave up on the server-side connection ({server.id}, "
-        f"{end.kind.upper()} at {at}) {after} after the request with no response from the "
+        f"{end.label()} at {at}) {after} after the request with no response from the "
         f"server (a backend timeout)"
     )
 
@@ -693,7 +742,7 @@ def _backend_vanished(
         catalogue.finding(
             "proxy_backend_vanished",
             f"expected=a close frame from the server before its TCP close (RFC 6455 §7.1.1), "
-            f"found={se.kind.upper()} from the server {se.endpoint} (packet {se.packet}) with "
+            f"found={se.label()} from the server {se.endpoint} (packet {se.packet}) with "
             f"no close frame, then the proxy closed the client leg with {ce.label()} "
             f"(packet {ce.packet} {_other(pair.client.role)}) {when}; the client reports "
             f"{cs.client_code}",
@@ -774,7 +823,7 @@ def _close_code_changed(
             if end is None or end.ts_ns < src.ts_ns + shift - slack:
                 continue  # not closed by the proxy, or closed before the close frame came
             found = (
-                f"no close frame: the proxy ended the {dconn.role} leg with {end.kind.upper()} "
+                f"no close frame: the proxy ended the {dconn.role} leg with {end.label()} "
                 f"(packet {end.packet}), so the {'server' if proxy == 'client' else 'client'} "
                 f"reports 1006"
             )
@@ -830,8 +879,11 @@ def diagnose(correlation: Correlation, *, server_capture_given: bool = True) -> 
             hs = c.handshake
             if hs is None:
                 continue
+            h2_refusal = _h2_refusal(c, correlation.unpaired_server, theta_ns, slack)
             if id(c) in ambiguous:  # pair_ambiguous says it already
                 why = "server leg not identified (several candidates: see pair_ambiguous)"
+            elif h2_refusal is not None:
+                why = h2_refusal
             else:
                 why = (
                     "no server-side connection for this request in the server capture: the "

@@ -24,7 +24,15 @@ from dataclasses import dataclass
 
 from .catalogue import finding
 from .http1 import upgrade_requested
-from .model import Direction, Finding, Headers, RequestHead, ResponseHead, header_values
+from .model import (
+    Direction,
+    Finding,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    header_value,
+    header_values,
+)
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 """RFC 6455 §1.3 / §4.2.2: the globally unique identifier appended to the key."""
@@ -204,6 +212,58 @@ def _http11_or_later(version: bytes) -> bool:
     return (major, minor) >= (1, 1)
 
 
+def is_extended_connect(req: RequestHead) -> bool:
+    """Whether an HTTP/2 request (version ``HTTP/2``, pseudo-header fields among its
+    headers) attempts WebSocket over HTTP/2: ``:method`` CONNECT with ``:protocol``
+    websocket (RFC 8441 §4, §5; the protocol token compared case-insensitively)."""
+    return (
+        header_value(req.headers, b":method") == b"CONNECT"
+        and (header_value(req.headers, b":protocol") or b"").lower() == b"websocket"
+    )
+
+
+_CONNECTION_SPECIFIC = (
+    b"connection",
+    b"upgrade",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+)
+
+
+def _connection_specific(headers: Headers) -> str:
+    """The connection-specific fields an HTTP/2 message carries, RFC 9113 §8.2.2 (``te``
+    only with the value ``trailers``), as ``"Connection, Upgrade"``; empty if none."""
+    bad = [
+        n.decode("latin-1")
+        for n, v in headers
+        if n.lower() in _CONNECTION_SPECIFIC
+        or (n.lower() == b"te" and v.strip().lower() != b"trailers")
+    ]
+    return ", ".join(dict.fromkeys(bad))
+
+
+def _check_extended_connect(request: RequestHead, report) -> None:
+    """RFC 8441 §4: an extended CONNECT carries ``:scheme``, ``:path`` and (RFC 9113
+    §8.5) ``:authority``; RFC 9113 §8.2.2: no connection-specific fields."""
+    missing = [
+        p.decode()
+        for p in (b":scheme", b":path", b":authority")
+        if header_value(request.headers, p) is None
+    ]
+    if missing:
+        report(
+            "h2_bad_extended_connect",
+            f"expected=:scheme, :path and :authority (RFC 8441 §4), found={', '.join(missing)} missing",
+        )
+    bad = _connection_specific(request.headers)
+    if bad:
+        report(
+            "h2_connection_specific_header",
+            f"expected=no connection-specific fields (RFC 9113 §8.2.2), found={bad}",
+        )
+
+
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """RFC 9110 §5.6.2 token."""
 
@@ -249,7 +309,8 @@ def check_handshake(request: RequestHead, response: ResponseHead | None) -> Hand
         v.decode("latin-1") for v in header_values(rh, b"sec-websocket-protocol")
     )
     offered_exts = _freeze(parse_extensions(_field_values(rh, b"sec-websocket-extensions")))
-    attempted = is_upgrade_request(request)
+    h2 = request.version == b"HTTP/2"
+    attempted = is_extended_connect(request) if h2 else is_upgrade_request(request)
     findings: list[Finding] = []
 
     def req_finding(code: str, detail: str) -> None:
@@ -286,7 +347,14 @@ def check_handshake(request: RequestHead, response: ResponseHead | None) -> Hand
             )
         )
 
-    if attempted:
+    if attempted and h2:
+        _check_extended_connect(request, req_finding)
+        if len(versions) != 1 or versions[0].strip() != b"13":
+            req_finding(
+                "handshake_bad_version",
+                f"expected=Sec-WebSocket-Version 13, found={_show(versions)}",
+            )
+    elif attempted:
         if request.method != b"GET" or not _http11_or_later(request.version):
             req_finding(
                 "handshake_bad_request_line",
@@ -326,15 +394,25 @@ def check_handshake(request: RequestHead, response: ResponseHead | None) -> Hand
         sh = response.headers
         accepts = _field_values(sh, b"sec-websocket-accept")
         accept = accepts[0] if accepts else None
-        if attempted and response.status != 101:
+        success = 200 <= response.status < 300 if h2 else response.status == 101
+        if attempted and not success:
             detail = (
-                f"expected=101 Switching Protocols, found={response.status} "
-                f"{response.reason.decode('latin-1')}".rstrip()
+                f"expected={'a 2xx (RFC 8441 §5)' if h2 else '101 Switching Protocols'}, "
+                f"found={response.status} {response.reason.decode('latin-1')}".rstrip()
             )
             supported = _field_values(sh, b"sec-websocket-version")
             if supported:  # §4.4: a 426 lists the versions the server supports
                 detail += f" (server Sec-WebSocket-Version: {_show(supported)})"
             resp_finding("handshake_refused", detail)
+        elif attempted and h2:
+            # RFC 8441 §5: a 2xx opens the tunnel; Sec-WebSocket-Accept is not used.
+            websocket = True
+            bad = _connection_specific(sh)
+            if bad:
+                resp_finding(
+                    "h2_connection_specific_header",
+                    f"expected=no connection-specific fields (RFC 9113 §8.2.2), found={bad}",
+                )
         elif attempted:
             upgrade_values = header_values(sh, b"upgrade")
             has_ws = _has_token(sh, b"upgrade", b"websocket")
@@ -358,6 +436,7 @@ def check_handshake(request: RequestHead, response: ResponseHead | None) -> Hand
                         "handshake_wrong_accept",
                         f"expected={expected.decode('latin-1')}, found={_show(accepts)}",
                     )
+        if attempted and success:  # RFC 6455 §4.2.2 items 5.5-5.6, §9.1 (RFC 8441 §5: as in 6455)
             selected = [v.decode("latin-1") for v in header_values(sh, b"sec-websocket-protocol")]
             if selected:
                 subprotocol = selected[0]

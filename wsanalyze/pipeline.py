@@ -26,7 +26,16 @@ from .deflate import deflate_params
 from .detect import DETECT_SCORE, MAX_RUN, SCAN_LIMIT, Detection, Run, detect
 from .frames import FrameDecoder, PayloadChunk
 from .handshake import Handshake, check_handshake, is_upgrade_request
-from .http1 import Http1Parser
+from .http1 import Http1Parser, upgrade_requested
+from .http2 import (
+    H2Data,
+    H2DataGap,
+    H2Headers,
+    H2RstStream,
+    Http2Connection,
+    error_name,
+    looks_like_h2,
+)
 from .messages import MessageAssembler
 from .model import (
     Direction,
@@ -36,6 +45,8 @@ from .model import (
     Opcode,
     RequestHead,
     ResponseHead,
+    header_value,
+    header_values,
 )
 from .subprotocols import SubprotocolDecoder, decoder_for
 from .tcp import TcpConnection, TcpReassembler
@@ -63,6 +74,7 @@ TRANSCRIPT_LIMIT = 256 * 1024
 # Mode of one direction of a connection.
 _UNKNOWN, _HTTP, _WS, _OTHER = range(4)
 _PROBE = 4  # no handshake captured: first bytes held until detect.py decides
+_H2 = 5  # HTTP/2 (RFC 9113): prior knowledge, h2c upgrade, or recognised mid-connection
 
 PROBE_LIMIT = SCAN_LIMIT
 """Bytes of each direction held while deciding whether a connection whose handshake
@@ -218,8 +230,17 @@ class ConnectionAnalysis:
     transcript: list[tuple[int, int, int | None, str | None, str]] = field(default_factory=list)
     """Sub-protocol transcript: (ts_ns, direction, channel, kind, text), bounded to
     :data:`TRANSCRIPT_LIMIT` characters of text per connection."""
-    http: bool = False  # carries HTTP/1.x (or WebSocket)
-    protocol: str = "unknown"  # "http", "tls", "h2" (prior knowledge), "unknown"
+    http: bool = False  # carries HTTP/1.x, HTTP/2 or WebSocket: listed in the analysis
+    protocol: str = "unknown"
+    """``"http"`` (HTTP/1.x), ``"websocket"`` (frames without a captured handshake),
+    ``"h2"`` (an HTTP/2 connection, or one RFC 8441 stream of it), ``"tls"``, ``"unknown"``."""
+    stream_id: int | None = None
+    """For an RFC 8441 WebSocket session: its HTTP/2 stream id (``tcp`` is then an
+    :class:`H2StreamTransport`); None for a TCP connection."""
+    parent: str | None = None
+    """For an HTTP/2 stream session: the id of its HTTP/2 TCP connection."""
+    streams: list[ConnectionAnalysis] = field(default_factory=list)
+    """For an HTTP/2 connection: its extended-CONNECT stream sessions, by stream id."""
 
     @property
     def exchange(self) -> tuple[RequestHead | None, ResponseHead | None]:
@@ -272,7 +293,128 @@ class CaptureAnalysis:
         raise KeyError(conn_id)
 
 
-class _ConnectionSink:
+class _WsState:
+    """The WebSocket half of a session: per direction a frame decoder and a message
+    assembler, the negotiated sub-protocol's decoder, pings awaiting their pong.
+    Shared by a TCP connection after its Upgrade (:class:`_ConnectionSink`) and by
+    each RFC 8441 stream of an HTTP/2 connection (:class:`_H2Stream`)."""
+
+    def __init__(self, analysis: ConnectionAnalysis, frames: FrameColumns, keep_payloads: bool):
+        self.a = analysis
+        self.frames = frames
+        self.keep_payloads = keep_payloads
+        self.ws: list[FrameDecoder | None] = [None, None]
+        self.asm: list[MessageAssembler | None] = [None, None]
+        self.sub: SubprotocolDecoder | None = None
+        # Pings awaiting their Pong, per direction: (digest, packet), bounded.
+        self.pings: tuple[deque[tuple[bytes, int]], deque[tuple[bytes, int]]] = (
+            deque(maxlen=16),
+            deque(maxlen=16),
+        )
+        self.transcript_chars = 0
+
+    def _ws_start(self, hs: Handshake, d: Direction, offset: int) -> FrameDecoder:
+        """Start decoding direction ``d`` as WebSocket frames from stream offset
+        ``offset``, with the extensions (RFC 7692) the handshake negotiated."""
+        dec = FrameDecoder(
+            d, rsv_allowed=0x4 if hs.deflate else 0, start_offset=offset, stream_payloads=True
+        )
+        self.ws[d] = dec
+        self.asm[d] = MessageAssembler(
+            d,
+            keep_payloads=self.keep_payloads or self.sub is not None,
+            deflate=deflate_params(hs, d),
+        )
+        return dec
+
+    def _ws_end(self, d: Direction, ts_ns: int) -> None:
+        """End of direction ``d``: flush the decoder and assembler, count the bytes."""
+        dec, asm = self.ws[d], self.asm[d]
+        assert dec is not None and asm is not None
+        self._ws_events(d, dec.eof(ts_ns))
+        self._assembled(asm.eof(ts_ns))
+        self.a.bytes[d].decoded += dec.decoded_bytes
+        self.a.bytes[d].undecodable += dec.undecodable_bytes
+
+    def _ws_feed(self, d: Direction, data: bytes, ts_ns: int, packet: int) -> None:
+        dec = self.ws[d]
+        assert dec is not None
+        self._ws_events(d, dec.feed(data, ts_ns, packet))
+
+    def _ws_events(self, d: Direction, events: list) -> None:
+        asm = self.asm[d]
+        assert asm is not None
+        counts = self.a.frame_counts
+        for ev in events:
+            if isinstance(ev, Frame):
+                self.frames.append(self.a.id, ev)
+                key = (int(d), ev.opcode)
+                counts[key] = counts.get(key, 0) + 1
+                self._assembled(asm.frame(ev))
+            elif isinstance(ev, PayloadChunk):
+                self._assembled(asm.chunk(ev))
+            else:
+                self.a.findings.append(ev)
+
+    def _assembled(self, events: list) -> None:
+        for out in events:
+            if isinstance(out, Message):
+                if self.sub is not None:
+                    out = self._decode_subprotocol(out)
+                if out.opcode == Opcode.PING or out.opcode == Opcode.PONG:
+                    self._ping_pong(out)
+                self.a.messages.append(out)
+            else:
+                self.a.findings.append(out)
+
+    def _ping_pong(self, msg: Message) -> None:
+        """RFC 6455 §5.5.3: a Pong answering a Ping carries the Ping's application
+        data. A Pong with no Ping outstanding is an unsolicited heartbeat (allowed);
+        one answering may skip older Pings (only the latest must be answered)."""
+        mine = self.pings[msg.direction]
+        if msg.opcode == Opcode.PING:
+            mine.append((msg.digest, msg.last_packet))
+            return
+        waiting = self.pings[msg.direction.reverse]
+        if not waiting:
+            return
+        digests = [dg for dg, _ in waiting]
+        if msg.digest in digests:
+            for _ in range(digests.index(msg.digest) + 1):
+                waiting.popleft()
+            return
+        self.a.findings.append(
+            catalogue.finding(
+                "ws_pong_mismatch",
+                f"expected=the application data of the ping at packet {waiting[-1][1]}, "
+                f"found={msg.payload_len} bytes that match no outstanding ping",
+                packets=(waiting[-1][1], msg.last_packet),
+                direction=msg.direction,
+                offset=msg.offset,
+                ts_ns=msg.ts_ns,
+            )
+        )
+        waiting.clear()
+
+    def _decode_subprotocol(self, msg: Message) -> Message:
+        """Let the negotiated sub-protocol's decoder read the message, keep its
+        channel and kind, and drop the payload unless the user keeps payloads."""
+        assert self.sub is not None
+        dec = self.sub.decode(msg, msg.payload or b"")
+        self.a.findings.extend(dec.findings)
+        if dec.text and self.transcript_chars < TRANSCRIPT_LIMIT:
+            text = dec.text[: TRANSCRIPT_LIMIT - self.transcript_chars]
+            self.transcript_chars += len(text)
+            self.a.transcript.append((msg.ts_ns, int(msg.direction), dec.channel, dec.kind, text))
+        return replace(
+            msg,
+            channel=dec.channel,
+            kind=dec.kind,
+            payload=msg.payload if self.keep_payloads else None,
+        )
+
+
+class _ConnectionSink(_WsState):
     """Routes one TCP connection's in-order bytes through HTTP/1.x and, after a
     successful upgrade, the WebSocket frame decoder and message assembler."""
 
@@ -284,22 +426,11 @@ class _ConnectionSink:
         keep_payloads: bool,
         decode_as: frozenset[int] = frozenset(),
     ) -> None:
+        super().__init__(analysis, frames, keep_payloads)
         self.decode_as = decode_as
-        self.a = analysis
-        self.frames = frames
         self.strict = strict
-        self.keep_payloads = keep_payloads
         self.mode = [_UNKNOWN, _UNKNOWN]
         self.http: list[Http1Parser | None] = [None, None]
-        self.ws: list[FrameDecoder | None] = [None, None]
-        self.asm: list[MessageAssembler | None] = [None, None]
-        self.sub: SubprotocolDecoder | None = None
-        # Pings awaiting their Pong, per direction: (digest, packet), bounded.
-        self.pings: tuple[deque[tuple[bytes, int]], deque[tuple[bytes, int]]] = (
-            deque(maxlen=16),
-            deque(maxlen=16),
-        )
-        self.transcript_chars = 0
         self.pending: list[RequestHead] = []  # requests awaiting a response
         self.upgrade_pending: RequestHead | None = None
         self.probe: _Probe | None = None  # mode _PROBE: bytes held for detect.py
@@ -357,6 +488,9 @@ class _ConnectionSink:
         if mode == _WS:
             self._ws_feed(d, data, ts_ns, packet)
             return
+        if mode == _H2:
+            self._h2_events(self.h2.feed(d, data, ts_ns, packet))
+            return
         if mode == _UNKNOWN and d == C2S and data.startswith((b"PROXY ", _PROXY_V2_SIG)):
             data = self._proxy_protocol(data, ts_ns, packet)
             if not data:
@@ -366,6 +500,9 @@ class _ConnectionSink:
             mode = self.mode[d]
         if mode == _PROBE:
             self._probe_data(d, offset, data, ts_ns, packet)
+            return
+        if mode == _H2:
+            self._h2_events(self.h2.feed(d, data, ts_ns, packet))
             return
         if mode == _OTHER:
             self.a.bytes[d].other += len(data)
@@ -405,7 +542,9 @@ class _ConnectionSink:
         port is in ``decode_as``, may be WebSocket frames after a handshake the
         capture missed: they are held (mode _PROBE) until :mod:`wsanalyze.detect`
         decides; TLS and HTTP/2 are recognised first and never held."""
-        if data.startswith(_HTTP_METHODS) and not data.startswith(_H2_PREFACE):
+        if d == C2S and len(data) >= 4 and _H2_PREFACE.startswith(data[:24]):
+            self._start_h2("prior_knowledge")  # RFC 9113 §3.4 (also a preface split over segments)
+        elif data.startswith(_HTTP_METHODS):
             if d == S2C and self.a.tcp.mid_stream:
                 # No SYN was seen and the roles were guessed from the ports wrongly:
                 # the side that sends a request is the client.
@@ -417,18 +556,21 @@ class _ConnectionSink:
                 self.a.tcp.swap_roles()
                 d = S2C
             self._start_http()
+        elif d == S2C and not self.a.tcp.mid_stream and _h2_settings_first(data):
+            # The server of a prior-knowledge connection may send its SETTINGS
+            # before the client's preface arrives (RFC 9113 §3.4).
+            self._start_h2("prior_knowledge")
+        elif self.a.tcp.mid_stream and looks_like_h2(data) == 0:
+            self._start_h2("mid_stream")  # frames of an HTTP/2 connection seen mid-way
         else:
-            h2 = data.startswith(_H2_PREFACE)
             tls = len(data) >= 3 and data[0] == 0x16 and data[1] == 0x03 and data[2] <= 0x04
             forced = self._decode_as_port()
-            if not (h2 or tls) and (self.a.tcp.mid_stream or forced is not None):
+            if not tls and (self.a.tcp.mid_stream or forced is not None):
                 self.mode = [_PROBE, _PROBE]
                 self.probe = _Probe(forced)
                 return d
             self.mode = [_OTHER, _OTHER]
-            if h2:
-                self.a.protocol = "h2"
-            elif tls:
+            if tls:
                 self.a.protocol = "tls"  # a TLS handshake record (RFC 8446 §5.1)
         return d
 
@@ -602,7 +744,7 @@ class _ConnectionSink:
         self.a.http = True
         self.a.protocol = "http"
         self.mode = [_HTTP, _HTTP]
-        self.http = [Http1Parser(C2S), Http1Parser(S2C)]
+        self.http = [Http1Parser(C2S, pause_on=_upgrade_or_h2c), Http1Parser(S2C)]
 
     def _http_events(self, d: Direction, events: list, ts_ns: int, packet: int) -> None:
         for ev in events:
@@ -619,7 +761,7 @@ class _ConnectionSink:
         resp_parser = self.http[S2C]
         assert resp_parser is not None
         resp_parser.expect_response_to(req.method)
-        if is_upgrade_request(req) and self.upgrade_pending is None:
+        if _upgrade_or_h2c(req) and self.upgrade_pending is None:
             # RFC 6455 §4.1: the client sends no data until it has the 101; hold
             # the bytes that follow until the response says what they are.
             self.upgrade_pending = req
@@ -636,6 +778,14 @@ class _ConnectionSink:
             return
         if req is self.upgrade_pending:
             self.upgrade_pending = None
+            if not is_upgrade_request(req):  # h2c (RFC 7540 §3.2)
+                if resp.status == 101:
+                    self._start_h2_upgrade(req)
+                    return
+                parser = self.http[C2S]
+                assert parser is not None
+                self._http_events(C2S, parser.resume(), ts_ns, packet)
+                return
             hs = check_handshake(req, resp)
             if self.a.handshake is None:
                 self.a.handshake = hs
@@ -645,16 +795,18 @@ class _ConnectionSink:
                 return
             if resp.status == 101:  # some other protocol (h2c, ...): not decoded here
                 self.mode = [_OTHER, _OTHER]
-                for parser in self.http:
+                for d in (C2S, S2C):
+                    parser = self.http[d]
                     if parser is not None:
+                        self.a.bytes[d].other += len(parser.take_rest()[1])
                         parser.stop()
+                        self._count_http(d, parser)
                 return
             parser = self.http[C2S]
             assert parser is not None
             self._http_events(C2S, parser.resume(), ts_ns, packet)
 
     def _start_websocket(self, hs: Handshake) -> None:
-        rsv_allowed = 0x4 if hs.deflate else 0
         self.sub = decoder_for(hs.subprotocol)
         for d in (C2S, S2C):
             parser = self.http[d]
@@ -665,15 +817,7 @@ class _ConnectionSink:
             self._count_http(d, parser)
             self.http[d] = None
             self.mode[d] = _WS
-            dec = FrameDecoder(
-                d, rsv_allowed=rsv_allowed, start_offset=offset, stream_payloads=True
-            )
-            self.ws[d] = dec
-            self.asm[d] = MessageAssembler(
-                d,
-                keep_payloads=self.keep_payloads or self.sub is not None,
-                deflate=deflate_params(hs, d),
-            )
+            dec = self._ws_start(hs, d, offset)
             last = self.a.responses[-1] if d == S2C else self.a.requests[-1]
             if rest and d == C2S:
                 # Held while the Upgrade request awaited its response.
@@ -697,87 +841,136 @@ class _ConnectionSink:
     def _count_http(self, d: Direction, parser: Http1Parser) -> None:
         acct = self.a.bytes[d]
         acct.decoded += parser.decoded_bytes
-        acct.undecodable += parser.undecodable_bytes
+        # bytes still held (after a 101 nothing took them over) are undecodable
+        acct.undecodable += parser.undecodable_bytes + parser.buffered
 
-    def _ws_feed(self, d: Direction, data: bytes, ts_ns: int, packet: int) -> None:
-        dec = self.ws[d]
-        assert dec is not None
-        self._ws_events(d, dec.feed(data, ts_ns, packet))
+    # -- HTTP/2 (RFC 9113) and WebSocket over HTTP/2 (RFC 8441) ------------------------
 
-    def _ws_events(self, d: Direction, events: list) -> None:
-        asm = self.asm[d]
-        assert asm is not None
-        counts = self.a.frame_counts
+    def _start_h2(
+        self, mode: str, offsets: tuple[int, int] = (0, 0), settings: bytes | None = None
+    ) -> None:
+        """Decode this connection as HTTP/2 from here on; each extended CONNECT
+        stream becomes a session of its own (:class:`_H2Stream`)."""
+        self.a.http = True
+        self.a.protocol = "h2"
+        self.mode = [_H2, _H2]
+        self.h2 = Http2Connection(mode=mode, start_offsets=offsets, upgrade_settings=settings)
+        self.h2_streams: dict[int, _H2Stream] = {}
+        self.h2_plain: dict[int, RequestHead] = {}  # other requests awaiting a response
+        self.h2_headless_resets: list[H2RstStream] = []  # streams reset before any HEADERS
+
+    def _start_h2_upgrade(self, req: RequestHead) -> None:
+        """The server accepted ``Upgrade: h2c`` (RFC 7540 §3.2): HTTP/2 follows the
+        101 in both directions; the upgraded request is stream 1."""
+        offsets = [0, 0]
+        rest = [b"", b""]
+        for d in (C2S, S2C):
+            parser = self.http[d]
+            assert parser is not None
+            offsets[d], rest[d] = parser.take_rest()
+            parser.stop()
+            self._count_http(d, parser)
+            self.http[d] = None
+        self._start_h2("upgrade", (offsets[0], offsets[1]), _h2c_settings(req))
+        self.h2_plain[1] = req
+        last = (req, self.a.responses[-1])
+        for d in (C2S, S2C):
+            if rest[d]:
+                self._h2_events(self.h2.feed(d, rest[d], last[d].ts_ns, last[d].packets[-1]))
+
+    def _h2_events(self, events: list) -> None:
+        streams = self.h2_streams
         for ev in events:
-            if isinstance(ev, Frame):
-                self.frames.append(self.a.id, ev)
-                key = (int(d), ev.opcode)
-                counts[key] = counts.get(key, 0) + 1
-                self._assembled(asm.frame(ev))
-            elif isinstance(ev, PayloadChunk):
-                self._assembled(asm.chunk(ev))
-            else:
+            kind = type(ev)
+            if kind is H2Data:
+                st = streams.get(ev.stream_id)
+                if st is not None:
+                    st.data(ev)
+            elif kind is H2Headers:
+                st = streams.get(ev.stream_id)
+                if st is not None:
+                    st.headers(ev)
+                else:
+                    self._h2_new_headers(ev)
+            elif kind is H2DataGap:
+                st = streams.get(ev.stream_id)
+                if st is not None:
+                    st.data_gap(ev)
+            elif kind is H2RstStream:
+                st = streams.get(ev.stream_id)
+                if st is not None:
+                    st.reset(ev)
+                elif ev.stream_id in self.h2_plain:
+                    del self.h2_plain[ev.stream_id]
+                elif ev.direction == C2S and ev.stream_id % 2 == 1:
+                    self.h2_headless_resets.append(ev)
+            elif isinstance(ev, Finding):
                 self.a.findings.append(ev)
 
-    def _assembled(self, events: list) -> None:
-        for out in events:
-            if isinstance(out, Message):
-                if self.sub is not None:
-                    out = self._decode_subprotocol(out)
-                if out.opcode == Opcode.PING or out.opcode == Opcode.PONG:
-                    self._ping_pong(out)
-                self.a.messages.append(out)
-            else:
-                self.a.findings.append(out)
+    def _h2_new_headers(self, ev: H2Headers) -> None:
+        """A header block on a stream without a session: an extended CONNECT (RFC
+        8441 §4) opens one; other requests and their responses are recorded on the
+        HTTP/2 connection itself."""
+        hd = ev.headers
+        if ev.direction == C2S:
+            method = header_value(hd, b":method") or b""
+            if method == b"CONNECT" and header_value(hd, b":protocol") is not None:
+                st = _H2Stream(self, ev)
+                self.h2_streams[ev.stream_id] = st
+                self.a.streams.append(st.a)
+                st.headers(ev)
+            elif ev.stream_id not in self.h2_plain and header_value(hd, b":method") is not None:
+                req = _h2_request(ev)
+                self.a.requests.append(req)
+                self.h2_plain[ev.stream_id] = req
+            return
+        req = self.h2_plain.get(ev.stream_id)
+        resp = _h2_response(ev)
+        if resp is None or req is None:
+            return  # trailers, or a push / response whose request was not seen
+        self.a.responses.append(resp)
+        if resp.status >= 200:
+            del self.h2_plain[ev.stream_id]
 
-    def _ping_pong(self, msg: Message) -> None:
-        """RFC 6455 §5.5.3: a Pong answering a Ping carries the Ping's application
-        data. A Pong with no Ping outstanding is an unsolicited heartbeat (allowed);
-        one answering may skip older Pings (only the latest must be answered)."""
-        mine = self.pings[msg.direction]
-        if msg.opcode == Opcode.PING:
-            mine.append((msg.digest, msg.last_packet))
-            return
-        waiting = self.pings[msg.direction.reverse]
-        if not waiting:
-            return
-        digests = [dg for dg, _ in waiting]
-        if msg.digest in digests:
-            for _ in range(digests.index(msg.digest) + 1):
-                waiting.popleft()
-            return
-        self.a.findings.append(
-            catalogue.finding(
-                "ws_pong_mismatch",
-                f"expected=the application data of the ping at packet {waiting[-1][1]}, "
-                f"found={msg.payload_len} bytes that match no outstanding ping",
-                packets=(waiting[-1][1], msg.last_packet),
-                direction=msg.direction,
-                offset=msg.offset,
-                ts_ns=msg.ts_ns,
-            )
-        )
-        waiting.clear()
-
-    def _decode_subprotocol(self, msg: Message) -> Message:
-        """Let the negotiated sub-protocol's decoder read the message, keep its
-        channel and kind, and drop the payload unless the user keeps payloads."""
-        assert self.sub is not None
-        dec = self.sub.decode(msg, msg.payload or b"")
-        self.a.findings.extend(dec.findings)
-        if dec.text and self.transcript_chars < TRANSCRIPT_LIMIT:
-            text = dec.text[: TRANSCRIPT_LIMIT - self.transcript_chars]
-            self.transcript_chars += len(text)
-            self.a.transcript.append((msg.ts_ns, int(msg.direction), dec.channel, dec.kind, text))
-        return replace(
-            msg,
-            channel=dec.channel,
-            kind=dec.kind,
-            payload=msg.payload if self.keep_payloads else None,
-        )
+    def _h2_end(self, ts_ns: int) -> None:
+        h2 = self.h2
+        self._h2_events(h2.eof(ts_ns))
+        for d in (C2S, S2C):
+            self.a.bytes[d].decoded += h2.decoded_bytes[d]
+            self.a.bytes[d].undecodable += h2.undecodable_bytes[d]
+        for st in self.h2_streams.values():
+            st.end(ts_ns)
+        if h2.enable_connect_protocol[S2C] is not True:
+            # RFC 8441 §3: "A sender MUST NOT send a SETTINGS_ENABLE_CONNECT_PROTOCOL
+            # parameter with the value of 0 after previously sending a value of 1";
+            # a client "MUST NOT" use :protocol unless the server sent 1.
+            tried = [st.a.requests[0] for st in self.h2_streams.values() if st.a.requests]
+            resets = self.h2_headless_resets
+            if tried or resets:
+                pk = [r.packets[0] for r in tried[:5]] + [r.packet for r in resets[:5]]
+                what = (
+                    f"{len(tried)} extended CONNECT request(s) sent anyway"
+                    if tried
+                    else f"the client reset {len(resets)} stream(s) before sending any "
+                    f"request ({error_name(resets[0].error_code)}): a proxy giving up on "
+                    "the WebSocket it had to forward"
+                )
+                self.a.findings.append(
+                    catalogue.finding(
+                        "h2_connect_protocol_not_enabled",
+                        "expected=SETTINGS_ENABLE_CONNECT_PROTOCOL=1 from the server, "
+                        f"found={'not advertised' if h2.enable_connect_protocol[S2C] is None else 0}; "
+                        + what,
+                        packets=pk,
+                        direction=S2C,
+                        ts_ns=(tried[0].ts_ns if tried else resets[0].ts_ns),
+                    )
+                )
 
     def _gap(self, d: Direction, offset: int, length: int, ts_ns: int, packet: int) -> None:
-        if self.mode[d] == _PROBE:
+        if self.mode[d] == _H2:
+            self._h2_events(self.h2.gap(d, length, ts_ns, packet))
+        elif self.mode[d] == _PROBE:
             self._probe_gap(d, offset, length, ts_ns, packet)
         elif self.mode[d] == _WS:
             dec = self.ws[d]
@@ -791,14 +984,11 @@ class _ConnectionSink:
     def _end(self, ts_ns: int) -> None:
         if self.probe is not None:
             self._probe_decide(final=True)
+        if self.mode[C2S] == _H2:
+            self._h2_end(ts_ns)
         for d in (C2S, S2C):
             if self.mode[d] == _WS:
-                dec, asm = self.ws[d], self.asm[d]
-                assert dec is not None and asm is not None
-                self._ws_events(d, dec.eof(ts_ns))
-                self._assembled(asm.eof(ts_ns))
-                self.a.bytes[d].decoded += dec.decoded_bytes
-                self.a.bytes[d].undecodable += dec.undecodable_bytes
+                self._ws_end(d, ts_ns)
             elif self.mode[d] == _HTTP:
                 parser = self.http[d]
                 assert parser is not None
@@ -824,6 +1014,347 @@ class _ConnectionSink:
                 )
             )
         self.pending.clear()
+        self.a.messages.sort(key=lambda m: (m.ts_ns, m.direction, m.offset))
+
+
+def _upgrade_or_h2c(req: RequestHead) -> bool:
+    """The request parser pauses after a WebSocket Upgrade request (RFC 6455 §4.1)
+    and after an ``Upgrade: h2c`` request (RFC 7540 §3.2): what follows depends on
+    the response."""
+    if upgrade_requested(req):
+        return True
+    return any(p.strip().lower() == b"h2c" for p in header_values(req.headers, b"upgrade"))
+
+
+def _h2c_settings(req: RequestHead) -> bytes | None:
+    """The SETTINGS payload of an ``Upgrade: h2c`` request's ``HTTP2-Settings`` field
+    (base64url without padding, RFC 7540 §3.2.1), or None when absent or invalid."""
+    import base64
+    import binascii
+
+    value = header_value(req.headers, b"http2-settings")
+    if value is None:
+        return None
+    v = value.strip()
+    try:
+        return base64.urlsafe_b64decode(v + b"=" * (-len(v) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _h2_settings_first(data: bytes) -> bool:
+    """Whether ``data`` starts with a SETTINGS frame on stream 0 (RFC 9113 §6.5),
+    a whole number of 6-byte parameters: the server's connection preface."""
+    return (
+        len(data) >= 9
+        and data[3] == 0x4
+        and data[5:9] == b"\0\0\0\0"
+        and int.from_bytes(data[0:3], "big") % 6 == 0
+        and not data[4] & 0xFE
+    )
+
+
+def _h2_request(ev: H2Headers) -> RequestHead:
+    """An HTTP/2 request header block as a :class:`RequestHead`: the ``:method``,
+    the ``:path`` (``:authority`` for a plain CONNECT, RFC 9113 §8.5) as the target,
+    version ``HTTP/2``, and every field as decoded, pseudo-header fields first."""
+    hd = ev.headers
+    method = header_value(hd, b":method") or b""
+    target = header_value(hd, b":path") or header_value(hd, b":authority") or b""
+    return RequestHead(method, target, b"HTTP/2", hd, ev.ts_ns, ev.packets, ev.offset, ev.length)
+
+
+def _h2_response(ev: H2Headers) -> ResponseHead | None:
+    """An HTTP/2 response header block as a :class:`ResponseHead` (version
+    ``HTTP/2``, no reason phrase, RFC 9113 §8.3.2), or None without a valid
+    ``:status`` (a trailer section)."""
+    status = header_value(ev.headers, b":status")
+    if status is None or not status.isdigit() or len(status) != 3:
+        return None
+    return ResponseHead(
+        b"HTTP/2", int(status), b"", ev.headers, ev.ts_ns, ev.packets, ev.offset, ev.length
+    )
+
+
+_H2_CONNECTION_SPECIFIC = (
+    b"connection",
+    b"upgrade",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+)
+"""RFC 9113 §8.2.2: fields an HTTP/2 message must not carry (``te`` only as ``trailers``)."""
+
+
+class H2StreamTransport:
+    """One HTTP/2 stream seen as the transport of an RFC 8441 WebSocket session, with
+    the attributes of a :class:`~wsanalyze.tcp.TcpConnection` so that the close
+    story, tables and reports treat the session like a connection.
+
+    The endpoints, TCP handshake times, RTT and ``index`` are those of the HTTP/2
+    TCP connection (``parent``); per stream: ``stream_id``, ``first_ts_ns`` /
+    ``last_ts_ns`` (ns, its first and last frame), ``first_packet``, and per
+    direction (indexed by :class:`~wsanalyze.model.Direction`) ``packets`` (packets
+    carrying its frames), ``bytes`` (DATA payload bytes, padding excluded),
+    ``gaps``/``gap_bytes`` (DATA bytes never captured), ``fin_ts_ns``/``fin_packet``
+    (END_STREAM, RFC 9113 §8.1; or the TCP FIN that ended the connection while the
+    stream was open) and ``rst_ts_ns``/``rst_packet``/``rst_error`` (RST_STREAM, §6.4,
+    its error code; or the TCP RST). ``findings`` are the stream's own (the TCP
+    connection's stay with it).
+    """
+
+    __slots__ = (
+        "parent",
+        "stream_id",
+        "first_ts_ns",
+        "last_ts_ns",
+        "first_packet",
+        "packets",
+        "bytes",
+        "gaps",
+        "gap_bytes",
+        "fin_ts_ns",
+        "fin_packet",
+        "rst_ts_ns",
+        "rst_packet",
+        "rst_error",
+        "findings",
+        "_last_packet",
+    )
+
+    def __init__(self, parent: TcpConnection, stream_id: int, ts_ns: int, packet: int) -> None:
+        self.parent = parent
+        self.stream_id = stream_id
+        self.first_ts_ns = self.last_ts_ns = ts_ns
+        self.first_packet = packet
+        self.packets = [0, 0]
+        self.bytes = [0, 0]
+        self.gaps = [0, 0]
+        self.gap_bytes = [0, 0]
+        self.fin_ts_ns: list[int | None] = [None, None]
+        self.fin_packet: list[int | None] = [None, None]
+        self.rst_ts_ns: list[int | None] = [None, None]
+        self.rst_packet: list[int | None] = [None, None]
+        self.rst_error: list[int | None] = [None, None]
+        self.findings: list[Finding] = []
+        self._last_packet = [0, 0]
+
+    def __getattr__(self, name: str):  # the rest is the TCP connection's
+        return getattr(self.parent, name)
+
+    def __repr__(self) -> str:
+        return f"<H2StreamTransport #{self.parent.index} stream {self.stream_id}>"
+
+    def touch(self, d: Direction, ts_ns: int, packet: int) -> None:
+        """A frame of this stream in direction ``d``."""
+        if ts_ns > self.last_ts_ns:
+            self.last_ts_ns = ts_ns
+        if packet != self._last_packet[d]:
+            self._last_packet[d] = packet
+            self.packets[d] += 1
+
+    @property
+    def ended(self) -> bool:
+        """Both directions ended (END_STREAM each way) or the stream was reset."""
+        return self.rst_ts_ns != [None, None] or None not in self.fin_ts_ns
+
+
+class _H2Stream(_WsState):
+    """One extended CONNECT stream (RFC 8441 §4) of an HTTP/2 connection: its request
+    and response heads, the handshake check, then the RFC 6455 frames carried in its
+    DATA frames, decoded like a TCP connection's bytes after a 101 (stream offsets
+    count the stream's DATA payload bytes per direction)."""
+
+    HOLD_LIMIT = PROBE_LIMIT
+    """Client DATA bytes held while the request awaits its response (a memory bound)."""
+
+    def __init__(self, conn: _ConnectionSink, ev: H2Headers) -> None:
+        parent = conn.a
+        self.transport = H2StreamTransport(parent.tcp, ev.stream_id, ev.ts_ns, ev.packets[0])
+        a = ConnectionAnalysis(
+            id=f"{parent.id}-s{ev.stream_id}",
+            role=parent.role,
+            tcp=self.transport,  # type: ignore[arg-type]  # duck-typed TcpConnection
+            http=True,
+            protocol="h2",
+            stream_id=ev.stream_id,
+            parent=parent.id,
+        )
+        super().__init__(a, conn.frames, conn.keep_payloads)
+        self.conn = conn
+        self.started = False  # WebSocket decoding started (a 2xx answered)
+        self.decided = False  # the response said whether it is a WebSocket
+        self.held: list[H2Data | H2DataGap] = []
+        self.held_bytes = 0
+        self.offset = [0, 0]  # DATA payload bytes per direction: the session's stream offsets
+
+    # -- events -------------------------------------------------------------------
+
+    def headers(self, ev: H2Headers) -> None:
+        a, t = self.a, self.transport
+        t.touch(ev.direction, ev.ts_ns, ev.packets[-1])
+        if ev.direction == C2S:
+            if a.requests:
+                pass  # trailers (or a malformed second request): nothing to decode
+            else:
+                req = _h2_request(ev)
+                a.requests.append(req)
+                self._check_request(req)
+        else:
+            resp = _h2_response(ev)
+            if resp is not None and a.requests and not self.decided:
+                a.responses.append(resp)
+                if resp.status >= 200:  # 1xx are interim (RFC 9110 §15.2)
+                    self._decide(resp)
+        if ev.end_stream:
+            self._end_stream(ev.direction, ev.ts_ns, ev.packets[-1])
+
+    def _check_request(self, req: RequestHead) -> None:
+        scheme = header_value(req.headers, b":scheme")
+        if scheme is not None and scheme.lower() != b"http":
+            # The stream is on a cleartext TCP connection (this capture decodes it).
+            self.a.findings.append(
+                catalogue.finding(
+                    "h2_scheme_mismatch",
+                    f"expected=:scheme http on a cleartext connection (RFC 8441 §5), "
+                    f"found={_show(scheme)}",
+                    packets=req.packets,
+                    direction=C2S,
+                    offset=req.offset,
+                    ts_ns=req.ts_ns,
+                )
+            )
+
+    def _decide(self, resp: ResponseHead | None) -> None:
+        """The response (None: none will come) says whether the stream is a WebSocket;
+        the request is checked either way (RFC 8441 §4-5)."""
+        self.decided = True
+        a = self.a
+        hs = check_handshake(a.requests[0], resp)
+        a.handshake = hs
+        a.findings.extend(hs.findings)
+        held, self.held = self.held, []
+        if hs.websocket:
+            self.started = True
+            self.sub = decoder_for(hs.subprotocol)
+            for d in (C2S, S2C):
+                self._ws_start(hs, d, 0)
+        for ev in held:
+            self._deliver(ev)
+
+    def data(self, ev: H2Data) -> None:
+        t = self.transport
+        d = ev.direction
+        t.touch(d, ev.ts_ns, ev.packet)
+        n = len(ev.data)
+        t.bytes[d] += n
+        if self.started:
+            if n:
+                self._ws_events(d, self.ws[d].feed(ev.data, ev.ts_ns, ev.packet))  # type: ignore[union-attr]
+        elif not self.decided:
+            self._hold(ev, n)
+        else:
+            self.a.bytes[d].decoded += n  # the body of a refusal
+        self.offset[d] += n
+        if ev.end_stream:
+            self._end_stream(d, ev.ts_ns, ev.packet)
+
+    def data_gap(self, ev: H2DataGap) -> None:
+        t = self.transport
+        d = ev.direction
+        t.touch(d, ev.ts_ns, ev.packet)
+        t.gaps[d] += 1
+        t.gap_bytes[d] += ev.length
+        self.a.bytes[d].gap += ev.length
+        if self.started:
+            self._ws_events(d, self.ws[d].gap(ev.length, ev.ts_ns, ev.packet))  # type: ignore[union-attr]
+        elif not self.decided:
+            self._hold(ev, 0)
+        self.offset[d] += ev.length
+
+    def _hold(self, ev: H2Data | H2DataGap, n: int) -> None:
+        """Client data before the response: RFC 8441 §5 has the client wait for the
+        2xx; held (bounded) until the response says what it is."""
+        if self.held_bytes + n > self.HOLD_LIMIT:
+            self.a.bytes[ev.direction].undecodable += n
+            return
+        self.held.append(ev)
+        self.held_bytes += n
+
+    def _deliver(self, ev: H2Data | H2DataGap) -> None:
+        d = ev.direction
+        if not self.started:
+            if isinstance(ev, H2Data):
+                self.a.bytes[d].undecodable += len(ev.data)
+            return
+        dec = self.ws[d]
+        assert dec is not None
+        if isinstance(ev, H2Data):
+            if ev.data:
+                self._ws_events(d, dec.feed(ev.data, ev.ts_ns, ev.packet))
+        else:
+            self._ws_events(d, dec.gap(ev.length, ev.ts_ns, ev.packet))
+
+    def _end_stream(self, d: Direction, ts_ns: int, packet: int) -> None:
+        t = self.transport
+        if t.fin_ts_ns[d] is None:
+            t.fin_ts_ns[d], t.fin_packet[d] = ts_ns, packet
+
+    def reset(self, ev: H2RstStream) -> None:
+        t = self.transport
+        d = ev.direction
+        t.touch(d, ev.ts_ns, ev.packet)
+        if t.rst_ts_ns[d] is None:
+            t.rst_ts_ns[d], t.rst_packet[d], t.rst_error[d] = ev.ts_ns, ev.packet, ev.error_code
+        a = self.a
+        name = error_name(ev.error_code)
+        who = "server" if d == S2C else "client"
+        if not self.decided and a.requests:
+            self._decide(None)
+            req = a.requests[0]
+            a.findings.append(
+                catalogue.finding(
+                    "h2_extended_connect_reset",
+                    f"expected=a response to the extended CONNECT (RFC 8441 §5), "
+                    f"found=RST_STREAM {name} from the {who}",
+                    packets=(req.packets[0], ev.packet),
+                    direction=d,
+                    ts_ns=ev.ts_ns,
+                )
+            )
+        elif self.started and ev.error_code != 0:
+            a.findings.append(
+                catalogue.finding(
+                    "h2_websocket_stream_reset",
+                    f"expected=a WebSocket close and END_STREAM (RFC 8441 §5), "
+                    f"found=RST_STREAM {name} from the {who}",
+                    packets=(ev.packet,),
+                    direction=d,
+                    ts_ns=ev.ts_ns,
+                )
+            )
+
+    def end(self, ts_ns: int) -> None:
+        """The HTTP/2 connection ended (or the capture did): an open stream ended with
+        the TCP connection's FIN or RST; flush the WebSocket decoders."""
+        t, tcp = self.transport, self.transport.parent
+        if not self.decided and self.a.requests:
+            self._decide(None)  # no response in the capture
+        if not t.ended:
+            for d in (C2S, S2C):
+                if t.fin_ts_ns[d] is None and t.rst_ts_ns[d] is None:
+                    if tcp.rst_ts_ns[d] is not None:
+                        t.rst_ts_ns[d], t.rst_packet[d] = tcp.rst_ts_ns[d], tcp.rst_packet[d]
+                    elif tcp.fin_ts_ns[d] is not None:
+                        t.fin_ts_ns[d], t.fin_packet[d] = tcp.fin_ts_ns[d], tcp.fin_packet[d]
+        if self.started:
+            for d in (C2S, S2C):
+                self._ws_end(d, ts_ns)
+        elif self.held:
+            for ev in self.held:
+                if isinstance(ev, H2Data):
+                    self.a.bytes[ev.direction].undecodable += len(ev.data)
+            self.held = []
         self.a.messages.sort(key=lambda m: (m.ts_ns, m.direction, m.offset))
 
 
@@ -895,6 +1426,8 @@ def analyze_capture(
                 progress(reader.bytes_read, total)
         reassembler.finish()
 
+    # HTTP/2 stream sessions follow their TCP connection.
+    analyses = [s for a in analyses for s in (a, *a.streams)]
     for a in analyses:
         # TCP-level findings belong to the connection; give every finding its id.
         a.findings[:0] = a.tcp.findings
@@ -921,10 +1454,10 @@ def analyze_capture(
 
 
 def _undecoded_protocols(analyses: list[ConnectionAnalysis], role: str) -> list[Finding]:
-    """One finding per protocol that hides WebSocket from this analysis (TLS, HTTP/2
-    with prior knowledge), naming how many connections and which server ports."""
+    """One finding per protocol that hides WebSocket from this analysis (TLS),
+    naming how many connections and which server ports."""
     out = []
-    for proto, code in (("tls", "capture_tls_not_decoded"), ("h2", "capture_http2_not_decoded")):
+    for proto, code in (("tls", "capture_tls_not_decoded"),):
         conns = [a for a in analyses if a.protocol == proto]
         if not conns:
             continue

@@ -73,7 +73,7 @@ def redact_header(name: str, value: str | None) -> str | None:
     if lname == "sec-websocket-protocol":
         return _K8S_BEARER.sub(lambda m: m.group(1) + marker(m.group(2)), value)
     value = _BEARER.sub(lambda m: f"{m.group(1)} {marker(m.group(2))}", value)
-    if lname in ("referer", "location", "origin", "content-location"):
+    if lname in ("referer", "location", "origin", "content-location", ":path"):  # RFC 9113 §8.3.1
         return redact_target(value)
     return value
 

@@ -100,6 +100,10 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
     out = {
         "id": a.id,
         "capture": a.role,
+        "protocol": a.protocol,
+        "stream_id": a.stream_id,
+        "parent": a.parent,
+        "streams": [st.id for st in a.streams],
         "src": str(t.client),
         "dst": str(t.server),
         "websocket": a.websocket,
@@ -325,11 +329,28 @@ def _delay_percentiles(values: list[float]) -> dict[str, Any]:
 
 
 def _is_upgrade(c: dict[str, Any]) -> bool:
+    """A WebSocket handshake attempt: an HTTP/1.1 Upgrade (RFC 6455 §4.1) or an
+    extended CONNECT with ``:protocol`` websocket (RFC 8441 §4)."""
     req = c["request"]
     return req is not None and any(
-        (n or "").lower() == "upgrade" and "websocket" in (v or "").lower()
+        (n or "").lower() in ("upgrade", ":protocol") and "websocket" in (v or "").lower()
         for n, v in req["headers"]
     )
+
+
+def _switched(c: dict[str, Any]) -> bool:
+    """The handshake response opened the WebSocket: a 101, or a 2xx over HTTP/2."""
+    resp, req = c["response"], c["request"]
+    if resp is None:
+        return False
+    if req is not None and req["version"] == "HTTP/2":
+        return 200 <= resp["status"] < 300
+    return resp["status"] == 101
+
+
+def _transport_only(c: dict[str, Any]) -> bool:
+    """An HTTP/2 connection whose WebSocket streams are listed (and paired) on their own."""
+    return bool(c.get("streams"))
 
 
 def _ended(c: dict[str, Any]) -> str:
@@ -365,7 +386,7 @@ def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
     refused = Counter(
         c["capture"]
         for c in conns
-        if _is_upgrade(c) and c["response"] is not None and c["response"]["status"] != 101
+        if _is_upgrade(c) and c["response"] is not None and not _switched(c)
     )
     unanswered = Counter(c["capture"] for c in conns if _is_upgrade(c) and c["response"] is None)
     delays: list[list[float]] = [[], []]
@@ -384,6 +405,7 @@ def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
         else:
             codes[str(frames[0]["code"]) if frames[0]["code"] is not None else "no code"] += 1
     paired = len(doc["pairs"])
+    listed = [c for c in conns if not _transport_only(c)]
     return {
         "roles": roles,
         "connections": {role: by_role.get(role, 0) for role in roles},
@@ -393,7 +415,7 @@ def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
         "refused": {role: refused.get(role, 0) for role in roles},
         "unanswered": {role: unanswered.get(role, 0) for role in roles},
         "pairs": paired,
-        "unpaired": len(conns) - 2 * paired if analysis.correlation is not None else None,
+        "unpaired": len(listed) - 2 * paired if analysis.correlation is not None else None,
         "delay_ms": {d.label: _delay_percentiles(delays[d]) for d in Direction},
         "close_codes": _top(codes, 8),
         "ended": [[role, how, n] for (role, how), n in ended.most_common(12)],
@@ -497,7 +519,9 @@ def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
         "connections_ranked": [c for _, c in sorted(enumerate(doc["connections"]), key=conn_rank)],
         "conn_info": conn_info,
         "summary": _summary(analysis, doc, theta_ns),
-        "unpaired": [c for c in doc["connections"] if c["id"] not in pair_of],
+        "unpaired": [
+            c for c in doc["connections"] if c["id"] not in pair_of and not _transport_only(c)
+        ],
         "legend": legend,
         "two_captures": analysis.server is not None,
         # Pairs come from two captures, or from one holding both legs.
@@ -507,12 +531,18 @@ def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
 
 def _target(c: dict[str, Any]) -> str:
     req = c["request"]
-    return f"{req['method']} {req['target']}" if req else "(no request)"
+    if req:
+        return f"{req['method']} {req['target']}"
+    if c.get("streams"):
+        return f"HTTP/2, WebSocket stream(s): {', '.join(c['streams'])}"
+    return "HTTP/2, no WebSocket stream" if c.get("protocol") == "h2" else "(no request)"
 
 
 def _status(c: dict[str, Any]) -> str:
     resp = c["response"]
-    return f"{resp['status']} {resp['reason']}" if resp else "no response"
+    if resp:
+        return f"{resp['status']} {resp['reason']}".rstrip()
+    return "" if c.get("protocol") == "h2" and c.get("stream_id") is None else "no response"
 
 
 def _close(c: dict[str, Any]) -> str:
@@ -661,8 +691,9 @@ def _summary_in_detail(sec: dict[str, Any], out: Callable[[str], None], max_rows
     doc = sec["doc"]
     out(f"Connections carrying HTTP/WebSocket: {len(doc['connections'])}")
     for c in doc["connections"][:max_rows]:
-        ws = "websocket" if c["websocket"] else "http"
-        out(f"  {c['id']:<10} {c['src']} -> {c['dst']}  {_target(c)}  -> {_status(c)}  [{ws}]")
+        ws = "websocket" if c["websocket"] else c["protocol"]
+        status = f"  -> {_status(c)}" if _status(c) else ""
+        out(f"  {c['id']:<10} {c['src']} -> {c['dst']}  {_target(c)}{status}  [{ws}]")
     if len(doc["connections"]) > max_rows:
         out(f"  ... {len(doc['connections']) - max_rows} more (see --json or the tables)")
     if sec["show_pairs"]:

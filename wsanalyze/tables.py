@@ -37,13 +37,15 @@ OPCODE = pd.CategoricalDtype(
 )
 SEVERITY = pd.CategoricalDtype(["info", "warning", "error"], ordered=True)
 HEADER_MESSAGE = pd.CategoricalDtype(["request", "response"])
-CHANGE = pd.CategoricalDtype(["added", "removed", "modified"])
+CHANGE = pd.CategoricalDtype(["added", "removed", "modified", "mapped"])
 STR = "string"
 
 CONNECTIONS: dict[str, Any] = {
     "connection_id": STR,  # unique across both captures, e.g. "client-3"
     "capture": CAPTURE,
     "tcp_index": "int64",  # 1-based TCP connection number in its capture
+    "protocol": STR,  # "http" (HTTP/1.x), "h2" (HTTP/2 connection or RFC 8441 stream), "websocket"
+    "stream_id": "Int64",  # HTTP/2 stream of an RFC 8441 WebSocket session; <NA> for a TCP connection
     "client": STR,  # "ip:port" of the side that opened the TCP connection
     "server": STR,
     "first_ts": TS,
@@ -82,10 +84,10 @@ CONNECTIONS: dict[str, Any] = {
     "gap_bytes": "int64",
     "undecodable_bytes": "int64",
     "findings": "int64",
-}
-
     "f5_flow_id": "UInt64",  # F5 BIG-IP trailer ids (unsigned 64-bit); <NA> without trailers
     "f5_peer_id": "UInt64",
+}
+
 FRAMES: dict[str, Any] = {
     "connection_id": STR,
     "capture": CAPTURE,
@@ -273,6 +275,8 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 "connection_id": a.id,
                 "capture": cap.role,
                 "tcp_index": t.index,
+                "protocol": a.protocol,
+                "stream_id": a.stream_id,
                 "client": str(t.client),
                 "server": str(t.server),
                 "first_ts": t.first_ts_ns,
@@ -315,12 +319,12 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 "gap_bytes": t.gap_bytes[0] + t.gap_bytes[1],
                 "undecodable_bytes": a.bytes[0].undecodable + a.bytes[1].undecodable,
                 "findings": len(a.findings),
+                "f5_flow_id": t.f5_flow_id,
+                "f5_peer_id": t.f5_peer_id,
             }
             for k, v in row.items():
                 cols[k].append(v)
     return _frame(cols, CONNECTIONS)
-                "f5_flow_id": t.f5_flow_id,
-                "f5_peer_id": t.f5_peer_id,
 
 
 def frames_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
@@ -579,11 +583,12 @@ def ladder_table(corr: Correlation | None, pair_id: str, *, max_messages: int = 
                 label = f"{m.kind or name} {m.payload_len}B"
             add(leg, m.direction, m.ts_ns - shift, name, label, m.payload_len)
         t = conn.tcp
+        h2 = conn.stream_id is not None  # an RFC 8441 stream ends with END_STREAM / RST_STREAM
         for d in (0, 1):
             if t.fin_ts_ns[d] is not None:
-                add(leg, d, t.fin_ts_ns[d] - shift, "fin", "FIN", None)
+                add(leg, d, t.fin_ts_ns[d] - shift, "fin", "END_STREAM" if h2 else "FIN", None)
             if t.rst_ts_ns[d] is not None:
-                add(leg, d, t.rst_ts_ns[d] - shift, "rst", "RST", None)
+                add(leg, d, t.rst_ts_ns[d] - shift, "rst", "RST_STREAM" if h2 else "RST", None)
     df = _frame(cols, LADDER).sort_values("ts", kind="stable").reset_index(drop=True)
     df.attrs["omitted"] = omitted
     df.attrs["pair_id"] = pair_id
@@ -682,15 +687,22 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "undecodable_bytes": "bytes seen but not decodable as HTTP/1.x or WebSocket, both "
         "directions",
         "findings": "findings attached to this connection",
-    },
-    "frames": {
-        "ts": "time of the packet carrying the frame's last byte",
-        "first_ts": "time of the packet carrying the frame's first byte",
+        "protocol": "`http` (HTTP/1.x), `websocket` (frames recognised without a captured "
+        "handshake), `h2`: an HTTP/2 connection (RFC 9113) or one of its RFC 8441 WebSocket "
+        "streams, which are listed as sessions of their own",
+        "stream_id": "the HTTP/2 stream id of an RFC 8441 WebSocket session (its id is the "
+        "connection's plus `-s<stream id>`; endpoints, `tcp_index` and `rtt_ms` are its TCP "
+        "connection's; bytes, times and the close story are the stream's: END_STREAM counts "
+        "as a FIN, RST_STREAM as a RST); NA for a TCP connection",
         "f5_flow_id": "F5 BIG-IP trailer (`tcpdump -i 0.0:nn` or `:nnn` on a BIG-IP): the "
         "first non-zero flow id of the connection (Wireshark `f5ethtrailer.flowid`); NA "
         "without trailers",
         "f5_peer_id": "the first non-zero peer id: the flow id of the connection on the other "
         "side of the BIG-IP (`f5ethtrailer.peerid`), which pairs the legs; NA if none",
+    },
+    "frames": {
+        "ts": "time of the packet carrying the frame's last byte",
+        "first_ts": "time of the packet carrying the frame's first byte",
         "offset": "stream offset of the first header byte in its direction, bytes",
         "fin": "FIN bit: last frame of a message",
         "rsv1": "RSV1 bit (permessage-deflate: compressed message, RFC 7692 §6)",
