@@ -50,6 +50,8 @@ class Conv:
                 client=False, initial_values={SettingCodes.ENABLE_CONNECT_PROTOCOL: 1}
             )
         self.steps: list[tuple[str, bytes]] = []
+        self.now: int | None = None  # µs for the next steps (None: 100 µs apart)
+        self.times: list[int | None] = []
         self.c.initiate_connection()
         self.s.initiate_connection()
         first = ("c", "s") if client_side_first else ("s", "c")
@@ -63,6 +65,7 @@ class Conv:
         data = me.data_to_send()
         if data:
             self.steps.append((who, data))
+            self.times.append(self.now)
             peer.receive_data(data)
             self.flush("s" if who == "c" else "c")  # ACKs and the like
 
@@ -90,12 +93,15 @@ class Conv:
         t = t_us(0)
         if syn:
             t = f.open(t)
+        last = 0
         for i, (who, data) in enumerate(self.steps):
-            f.send(who, data, t_us(100 * (i + 1)))
-        t = t_us(100 * (len(self.steps) + 1))
+            at = self.times[i] if i < len(self.times) else None
+            last = max(last, 100 * (i + 1) if at is None else at)
+            f.send(who, data, t_us(last))
+        t = t_us(last + 100)
         if end == "fin":
             f.fin("c", t)
-            f.fin("s", t_us(100 * (len(self.steps) + 2)))
+            f.fin("s", t_us(last + 200))
         elif end == "rst":
             f.rst("s", t)
         return write_pcap(path, f.packets)
@@ -205,6 +211,7 @@ def test_h2c_upgrade(tmp_path):
     steps = [("c", req), ("s", resp)]
     conv = Conv.__new__(Conv)
     conv.c, conv.s, conv.steps = c, s, steps
+    conv.now, conv.times = None, [None] * len(steps)
     conv.flush("s")
     conv.flush("c")
     conv.s.send_headers(1, [(b":status", b"200")], end_stream=True)
@@ -286,6 +293,7 @@ def test_tcp_reset_ends_open_streams(tmp_path):
     assert st.tcp.rst_ts_ns[S2C] == conns["server-1"].tcp.rst_ts_ns[S2C]
     story = close_story(st)
     assert (story.closed_by, story.client_code, story.server_code) == ("server", 1006, 1006)
+    assert [e.label() for e in story.tcp_ends] == ["RST"]  # the TCP RST, not a RST_STREAM
 
 
 def _raw_headers(conv: Conv, sid: int, headers) -> None:
@@ -335,3 +343,63 @@ def test_malformed_extended_connect(tmp_path):
     _, conns = analyse(conv.pcap(tmp_path / "a.pcap"))
     codes = {f.code for f in conns["server-1-s1"].findings}
     assert "handshake_bad_version" in codes
+
+
+def test_pairs_across_the_protocol_change_without_sec_websocket_key(tmp_path):
+    """Envoy does not forward Sec-WebSocket-Key over HTTP/2 (RFC 8441 §5 does not use
+    it): three simultaneous clients to one URL pair with their streams on target,
+    headers, timing and message digests; the streams are in another order than the
+    client connections, and the server capture's clock is 2.5 ms ahead."""
+    from craft import http_response, switching_headers, upgrade_headers, ws_key
+
+    import wsanalyze
+
+    theta = 2500  # µs
+    order = [2, 0, 1]  # client i's WebSocket is stream order.index(i)
+    cpk = []
+    conv = Conv()
+    for k in range(3):
+        conv.now = 200 + 10 * k + theta
+        conv.request(2 * k + 1, [h for h in CONNECT if h[0] != b"sec-websocket-protocol"])
+    for k in range(3):
+        conv.now = 400 + 10 * k + theta
+        conv.s.send_headers(2 * k + 1, [(b":status", b"200")])
+        conv.flush("s")
+    server_data = []  # (µs, sender, stream, bytes), sent in time order below
+    for i in range(3):
+        key = ws_key(i)
+        f = TcpFlow(("192.0.2.20", 41000 + i), ("192.0.2.1", 80))
+        f.open(t_us(10 * i))
+        f.send("c", http_request("/ws", upgrade_headers("example", key)), t_us(100 + 10 * i))
+        f.send(
+            "s",
+            http_response(101, "Switching Protocols", switching_headers(key)),
+            t_us(500 + 10 * i),
+        )
+        sid = 2 * order.index(i) + 1
+        for n in range(3):
+            t = 1000 * (n + 1) + 100 * i
+            msg = f"client {i} message {n}".encode()
+            f.send("c", ws_frame(1, msg, mask_key=MASK), t_us(t))
+            server_data.append((t + 80 + theta, "c", sid, ws_frame(1, msg, mask_key=MASK)))
+            server_data.append((t + 300 + theta, "s", sid, ws_frame(1, msg.upper())))
+            f.send("s", ws_frame(1, msg.upper()), t_us(t + 350))
+        cpk += f.packets
+    for t, who, sid, payload in sorted(server_data):
+        conv.now = t
+        conv.data(who, sid, payload)
+    client = write_pcap(tmp_path / "client.pcap", cpk)
+    server = conv.pcap(tmp_path / "server.pcap")
+    a = wsanalyze.analyze(client, server, strict=True)
+    conns = a.connections.set_index("connection_id")
+    got = {}
+    for _, p in a.pairs.iterrows():
+        port = int(conns.loc[p["client_connection_id"], "client"].rsplit(":", 1)[1])
+        got[port - 41000] = int(conns.loc[p["server_connection_id"], "stream_id"])
+        assert "sec_websocket_key" not in p["evidence"]
+    assert got == {i: 2 * order.index(i) + 1 for i in range(3)}
+    mm = a.message_matches
+    assert len(mm) == 18
+    # Delays are corrected by the estimated clock offset (θ = 2.5 ms): 80 µs up, 50 down.
+    up = mm[mm["direction"] == "client_to_server"]["proxy_delay_ms"]
+    assert up.between(0.0, 0.3).all()

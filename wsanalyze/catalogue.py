@@ -474,6 +474,19 @@ _ENTRIES: list[Entry] = [
         "stalls, a timeout of the proxy or of the backend).",
     ),
     Entry(
+        "proxy_delay_h2_flow_control",
+        W,
+        "RFC 9113 §5.2, §6.9",
+        "Part of the proxy delay of these client-to-server messages is HTTP/2 flow control "
+        "on the server leg: the proxy had the bytes but its sending window (the stream's or "
+        "the connection's) was exhausted until the backend sent a WINDOW_UPDATE. Large "
+        "messages and a backend that reads slowly, or grants credit late or in small steps, "
+        "make this grow.",
+        "Raise the backend's initial window (SETTINGS_INITIAL_WINDOW_SIZE; Envoy "
+        "`initial_stream_window_size` / `initial_connection_window_size`) or make it grant "
+        "credit as it reads; check how fast the backend consumes the WebSocket.",
+    ),
+    Entry(
         "h2_scheme_mismatch",
         W,
         "RFC 8441 §5 / RFC 9113 §8.3.1",

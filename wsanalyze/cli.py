@@ -96,7 +96,7 @@ Docs: docs/getting-started.md, docs/capturing.md, docs/findings.md, docs/json.md
 """
 
 SEVERITIES = ("info", "warning", "error")
-_CONNECTION_ID = re.compile(r"(client|server)-[1-9][0-9]*")
+_CONNECTION_ID = re.compile(r"(client|server)-[1-9][0-9]*(-s[1-9][0-9]*)?")  # -sN: HTTP/2 stream
 
 
 def _port(text: str) -> int:
@@ -113,7 +113,8 @@ def _port(text: str) -> int:
 def _connection_id(text: str) -> str:
     if not _CONNECTION_ID.fullmatch(text):
         raise argparse.ArgumentTypeError(
-            f"not a connection id: {text!r} (like client-3 or server-7, as the summary lists them)"
+            f"not a connection id: {text!r} (like client-3, server-7 or server-2-s5, as the "
+            "summary lists them)"
         )
     return text
 
@@ -201,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_connection_id,
         action="append",
         default=[],
-        help="a connection id as the summary lists them (client-3, server-7)",
+        help="a connection id as the summary lists them (client-3, server-7; server-2-s5 is "
+        "the WebSocket on stream 5 of the HTTP/2 connection server-2, which selects its streams)",
     )
     g.add_argument(
         "--host",

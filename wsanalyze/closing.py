@@ -273,7 +273,10 @@ def _code(code: int | None) -> str:
 def close_story(conn: ConnectionAnalysis) -> CloseStory:
     """The close story of one leg (see :class:`CloseStory`). Never raises."""
     t = conn.tcp
-    h2 = conn.stream_id is not None  # END_STREAM / RST_STREAM end the leg (RFC 9113 §5.1)
+    # An RFC 8441 stream ends with END_STREAM / RST_STREAM (RFC 9113 §5.1), or with
+    # the TCP connection's own FIN / RST (H2StreamTransport.tcp_end).
+    tcp_end = getattr(t, "tcp_end", (True, True))
+    h2s = [conn.stream_id is not None and not tcp_end[d] for d in (C2S, S2C)]
     endpoints = {"client": str(t.client), "server": str(t.server)}
     events: list[CloseEvent] = []
     closes: dict[str, CloseEvent] = {}
@@ -292,11 +295,11 @@ def close_story(conn: ConnectionAnalysis) -> CloseStory:
         who = _sender(d)
         if t.fin_ts_ns[d] is not None:
             events.append(
-                CloseEvent(FIN, who, endpoints[who], t.fin_ts_ns[d], t.fin_packet[d], h2=h2)
+                CloseEvent(FIN, who, endpoints[who], t.fin_ts_ns[d], t.fin_packet[d], h2=h2s[d])
             )
         if t.rst_ts_ns[d] is not None:
             events.append(
-                CloseEvent(RST, who, endpoints[who], t.rst_ts_ns[d], t.rst_packet[d], h2=h2)
+                CloseEvent(RST, who, endpoints[who], t.rst_ts_ns[d], t.rst_packet[d], h2=h2s[d])
             )
     events.sort(key=lambda e: (e.ts_ns, e.packet or 0, _KIND_RANK[e.kind]))
 

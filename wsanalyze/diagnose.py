@@ -183,6 +183,64 @@ def diagnose_pair(
     # pings the proxy answered itself (wsanalyze.behaviour).
     out.extend(behaviour_findings(pair, pair_behaviour(pair), dropped=True))
     out.extend(_close(pair, clock_offset_ns, clock_slack_ns, capture_end_ns or {}))
+    out.extend(_h2_flow_control(pair, clock_offset_ns))
+    return out
+
+
+def _h2_flow_control(pair: Pair, theta_ns: int) -> list[Finding]:
+    """Proxy delay that an HTTP/2 server leg's flow control explains (RFC 9113 §5.2):
+    client-to-server messages whose bytes were crossing the server leg (first to last
+    byte there) while the proxy's sending window was exhausted, so the proxy held
+    part of them until the WINDOW_UPDATE."""
+    s = pair.server
+    out: list[Finding] = []
+    # The connection and the stream window may stall together: one finding for both.
+    windows: dict[tuple[int, int | None], list[int]] = {}
+    stalls = {}
+    for st in s.h2_stalls:
+        if st.direction == Direction.CLIENT_TO_SERVER:  # not the backend waiting for credit
+            windows.setdefault((st.start_ts_ns, st.end_ts_ns), []).append(st.stream_id)
+            stalls.setdefault((st.start_ts_ns, st.end_ts_ns), st)
+    for key, st in stalls.items():
+        end = st.end_ts_ns if st.end_ts_ns is not None else s.tcp.last_ts_ns
+        held = [
+            m
+            for m in pair.matches
+            if m.direction == Direction.CLIENT_TO_SERVER
+            and s.messages[m.server_index].first_ts_ns <= end
+            and m.server_ts_ns >= st.start_ts_ns
+        ]
+        if not held:
+            continue
+        worst = max(held, key=lambda m: m.delay_ns(theta_ns))
+        window = " and ".join(
+            "connection" if sid == 0 else f"stream {sid}" for sid in sorted(windows[key])
+        ) + (" windows" if len(windows[key]) > 1 else " window")
+        waited = (
+            "until the end of the capture"
+            if st.end_ts_ns is None
+            else (
+                f"{duration_text(st.end_ts_ns - st.start_ts_ns)} (WINDOW_UPDATE at packet "
+                f"{st.packets[-1]} {_other(s.role)})"
+            )
+        )
+        out.append(
+            catalogue.finding(
+                "proxy_delay_h2_flow_control",
+                f"expected=client-to-server messages forwarded as they arrive, found="
+                f"{len(held)} crossing the proxy while the {window} of its HTTP/2 leg had no "
+                f"flow-control credit from the server for {waited}: the proxy held their "
+                f"bytes (the largest: {worst.payload_len} bytes, proxy delay of its last "
+                f"byte {duration_text(worst.delay_ns(theta_ns))})",
+                packets=(
+                    st.packets[0],
+                    s.messages[worst.server_index].last_packet,
+                ),
+                connections=(s.id, pair.client.id),
+                capture=s.role,
+                ts_ns=st.start_ts_ns,
+            )
+        )
     return out
 
 

@@ -6,7 +6,8 @@ Markdown reports and the tables all read that view. Filters select **whole
 connections** (never single packets or messages), so what is shown of a kept
 connection is exactly what the unfiltered analysis found.
 
-- ``connections``: connection ids (``client-3``, ``server-7``);
+- ``connections``: connection ids (``client-3``, ``server-7``; ``server-7-s3`` for
+  stream 3 of an HTTP/2 connection, whose id also selects its streams);
 - ``hosts``: IP addresses or networks (``192.0.2.10``, ``10.0.0.0/8``), either
   endpoint of the connection;
 - ``ports``: TCP ports, either endpoint;
@@ -173,7 +174,9 @@ class Filters:
         """Whether one connection passes every given kind of filter."""
         t = conn.tcp
         ends = (t.client, t.server)
-        if self.connections and conn.id not in self.connections:
+        if self.connections and not (
+            conn.id in self.connections or conn.parent in self.connections
+        ):  # an HTTP/2 connection selects its WebSocket streams
             return False
         if self.ports and not any(e.port in self.ports for e in ends):
             return False

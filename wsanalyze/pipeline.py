@@ -32,6 +32,7 @@ from .http2 import (
     H2DataGap,
     H2Headers,
     H2RstStream,
+    H2Stall,
     Http2Connection,
     error_name,
     looks_like_h2,
@@ -241,6 +242,9 @@ class ConnectionAnalysis:
     """For an HTTP/2 stream session: the id of its HTTP/2 TCP connection."""
     streams: list[ConnectionAnalysis] = field(default_factory=list)
     """For an HTTP/2 connection: its extended-CONNECT stream sessions, by stream id."""
+    h2_stalls: list[H2Stall] = field(default_factory=list)
+    """For an HTTP/2 stream session: the flow-control stalls (RFC 9113 §5.2) of its
+    stream, and of the connection window while it was open."""
 
     @property
     def exchange(self) -> tuple[RequestHead | None, ResponseHead | None]:
@@ -940,6 +944,17 @@ class _ConnectionSink(_WsState):
             self.a.bytes[d].undecodable += h2.undecodable_bytes[d]
         for st in self.h2_streams.values():
             st.end(ts_ns)
+            t = st.transport
+            st.a.h2_stalls = [
+                x
+                for x in h2.stalls
+                if x.stream_id == st.a.stream_id
+                or (
+                    x.stream_id == 0
+                    and x.start_ts_ns <= t.last_ts_ns
+                    and (x.end_ts_ns is None or x.end_ts_ns >= t.first_ts_ns)
+                )
+            ]
         if h2.enable_connect_protocol[S2C] is not True:
             # RFC 8441 §3: "A sender MUST NOT send a SETTINGS_ENABLE_CONNECT_PROTOCOL
             # parameter with the value of 0 after previously sending a value of 1";
@@ -1099,7 +1114,8 @@ class H2StreamTransport:
     ``gaps``/``gap_bytes`` (DATA bytes never captured), ``fin_ts_ns``/``fin_packet``
     (END_STREAM, RFC 9113 §8.1; or the TCP FIN that ended the connection while the
     stream was open) and ``rst_ts_ns``/``rst_packet``/``rst_error`` (RST_STREAM, §6.4,
-    its error code; or the TCP RST). ``findings`` are the stream's own (the TCP
+    its error code; or the TCP RST), ``tcp_end`` (True where that end was the TCP
+    connection's own FIN or RST). ``findings`` are the stream's own (the TCP
     connection's stay with it).
     """
 
@@ -1118,6 +1134,7 @@ class H2StreamTransport:
         "rst_ts_ns",
         "rst_packet",
         "rst_error",
+        "tcp_end",
         "findings",
         "_last_packet",
     )
@@ -1136,6 +1153,7 @@ class H2StreamTransport:
         self.rst_ts_ns: list[int | None] = [None, None]
         self.rst_packet: list[int | None] = [None, None]
         self.rst_error: list[int | None] = [None, None]
+        self.tcp_end = [False, False]  # that direction ended with the TCP FIN/RST itself
         self.findings: list[Finding] = []
         self._last_packet = [0, 0]
 
@@ -1345,8 +1363,10 @@ class _H2Stream(_WsState):
                 if t.fin_ts_ns[d] is None and t.rst_ts_ns[d] is None:
                     if tcp.rst_ts_ns[d] is not None:
                         t.rst_ts_ns[d], t.rst_packet[d] = tcp.rst_ts_ns[d], tcp.rst_packet[d]
+                        t.tcp_end[d] = True
                     elif tcp.fin_ts_ns[d] is not None:
                         t.fin_ts_ns[d], t.fin_packet[d] = tcp.fin_ts_ns[d], tcp.fin_packet[d]
+                        t.tcp_end[d] = True
         if self.started:
             for d in (C2S, S2C):
                 self._ws_end(d, ts_ns)

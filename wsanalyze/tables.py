@@ -583,8 +583,9 @@ def ladder_table(corr: Correlation | None, pair_id: str, *, max_messages: int = 
                 label = f"{m.kind or name} {m.payload_len}B"
             add(leg, m.direction, m.ts_ns - shift, name, label, m.payload_len)
         t = conn.tcp
-        h2 = conn.stream_id is not None  # an RFC 8441 stream ends with END_STREAM / RST_STREAM
+        tcp_end = getattr(t, "tcp_end", (True, True))  # an RFC 8441 stream: END_STREAM...
         for d in (0, 1):
+            h2 = conn.stream_id is not None and not tcp_end[d]
             if t.fin_ts_ns[d] is not None:
                 add(leg, d, t.fin_ts_ns[d] - shift, "fin", "END_STREAM" if h2 else "FIN", None)
             if t.rst_ts_ns[d] is not None:
