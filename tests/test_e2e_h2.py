@@ -173,6 +173,21 @@ def test_backend_without_extended_connect():
     assert server["connection_id"].item() in explained
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_json_http2_block_says_what_each_side_advertised(scenario):
+    doc = report.to_json(_analysis(scenario))
+    want = _facts(scenario)["h2_backend"]["enable_connect_protocol"]
+    blocks = [c["http2"] for c in doc["connections"] if c["http2"] is not None]
+    assert len(blocks) == _facts(scenario)["h2_backend"]["server_connections"]
+    for b in blocks:
+        ecp = b["enable_connect_protocol"]
+        assert [ecp["client"]] == want["proxy"][:1] and [ecp["server"]] == want["backend"][:1]
+        assert b["frames"]["client_to_server"]["SETTINGS"] >= 1
+    if scenario == "haproxy-h2-no-connect-protocol":
+        (b,) = blocks
+        assert [(g["from"], g["error"]) for g in b["goaway"]] == [("server", "PROTOCOL_ERROR")]
+
+
 def test_refusals_over_http2():
     a = _analysis("haproxy-h2-rst")
     refusals = {r["client"]: r for r in _facts("haproxy-h2-rst")["handshake_refused"]["refusals"]}

@@ -30,6 +30,7 @@ from .http1 import Http1Parser, upgrade_requested
 from .http2 import (
     H2Data,
     H2DataGap,
+    H2GoAway,
     H2Headers,
     H2RstStream,
     H2Stall,
@@ -199,6 +200,25 @@ class ByteAccount:
     other: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class H2ConnectionInfo:
+    """What an HTTP/2 connection's control frames said (RFC 9113 §6), per direction
+    (indexed by :class:`~wsanalyze.model.Direction`, the sender): ``settings`` the
+    last value of each SETTINGS parameter sent, ``(id, value)`` sorted (names in
+    :data:`wsanalyze.http2.SETTINGS_NAMES`); ``enable_connect_protocol`` the
+    SETTINGS_ENABLE_CONNECT_PROTOCOL value (RFC 8441 §3) or None when never sent;
+    ``frame_counts`` ``(type, count)`` sorted (names in
+    :data:`wsanalyze.http2.FRAME_TYPES`); ``goaways`` ``(direction, last_stream_id,
+    error_code, packet)`` in order; ``stalls`` the number of flow-control stalls."""
+
+    mode: str  # "prior_knowledge" | "upgrade" | "mid_stream"
+    settings: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+    enable_connect_protocol: tuple[int | None, int | None]
+    frame_counts: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]
+    goaways: tuple[tuple[int, int, int, int], ...]
+    stalls: int
+
+
 @dataclass(slots=True)
 class ConnectionAnalysis:
     """Everything known about one TCP connection of one capture.
@@ -242,6 +262,8 @@ class ConnectionAnalysis:
     """For an HTTP/2 stream session: the id of its HTTP/2 TCP connection."""
     streams: list[ConnectionAnalysis] = field(default_factory=list)
     """For an HTTP/2 connection: its extended-CONNECT stream sessions, by stream id."""
+    h2: H2ConnectionInfo | None = None
+    """For an HTTP/2 connection: its SETTINGS, frame counts and GOAWAYs."""
     h2_stalls: list[H2Stall] = field(default_factory=list)
     """For an HTTP/2 stream session: the flow-control stalls (RFC 9113 §5.2) of its
     stream, and of the connection window while it was open."""
@@ -862,6 +884,8 @@ class _ConnectionSink(_WsState):
         self.h2_streams: dict[int, _H2Stream] = {}
         self.h2_plain: dict[int, RequestHead] = {}  # other requests awaiting a response
         self.h2_headless_resets: list[H2RstStream] = []  # streams reset before any HEADERS
+        self.h2_mode = mode
+        self.h2_goaways: list[tuple[int, int, int, int]] = []
 
     def _start_h2_upgrade(self, req: RequestHead) -> None:
         """The server accepted ``Upgrade: h2c`` (RFC 7540 §3.2): HTTP/2 follows the
@@ -908,6 +932,10 @@ class _ConnectionSink(_WsState):
                     del self.h2_plain[ev.stream_id]
                 elif ev.direction == C2S and ev.stream_id % 2 == 1:
                     self.h2_headless_resets.append(ev)
+            elif kind is H2GoAway:
+                self.h2_goaways.append(
+                    (int(ev.direction), ev.last_stream_id, ev.error_code, ev.packet)
+                )
             elif isinstance(ev, Finding):
                 self.a.findings.append(ev)
 
@@ -942,6 +970,16 @@ class _ConnectionSink(_WsState):
         for d in (C2S, S2C):
             self.a.bytes[d].decoded += h2.decoded_bytes[d]
             self.a.bytes[d].undecodable += h2.undecodable_bytes[d]
+        ecp = [None if v is None else int(v) for v in h2.enable_connect_protocol]
+        counts = [sorted((t, n) for (d, t), n in h2.frame_counts.items() if d == x) for x in (0, 1)]
+        self.a.h2 = H2ConnectionInfo(
+            mode=self.h2_mode,
+            settings=(tuple(sorted(h2.settings[0].items())), tuple(sorted(h2.settings[1].items()))),
+            enable_connect_protocol=(ecp[0], ecp[1]),
+            frame_counts=(tuple(counts[0]), tuple(counts[1])),
+            goaways=tuple(self.h2_goaways),
+            stalls=len(h2.stalls),
+        )
         for st in self.h2_streams.values():
             st.end(ts_ns)
             t = st.transport

@@ -72,6 +72,34 @@ def _headers(r: Redactor, headers) -> list[list[str | None]]:
     return [[_s(n), r.header(_s(n) or "", _s(v))] for n, v in headers]
 
 
+def _h2_json(h2) -> dict[str, Any] | None:
+    """An HTTP/2 connection's SETTINGS, frame counts and GOAWAYs (RFC 9113 §6), by
+    sender ("client": the side that opened the TCP connection, the proxy on a
+    server leg)."""
+    if h2 is None:
+        return None
+    from .http2 import FRAME_TYPES, SETTINGS_NAMES, error_name
+
+    who = ("client", "server")
+    return {
+        "mode": h2.mode,
+        "settings": {
+            who[d]: {SETTINGS_NAMES.get(k, f"0x{k:x}"): v for k, v in h2.settings[d]}
+            for d in (0, 1)
+        },
+        "enable_connect_protocol": dict(zip(who, h2.enable_connect_protocol, strict=True)),
+        "frames": {
+            Direction(d).label: {FRAME_TYPES.get(t, f"0x{t:x}"): n for t, n in h2.frame_counts[d]}
+            for d in (0, 1)
+        },
+        "goaway": [
+            {"from": who[d], "last_stream_id": last, "error": error_name(code), "packet": pk}
+            for d, last, code, pk in h2.goaways
+        ],
+        "flow_control_stalls": h2.stalls,
+    }
+
+
 def _connection_json(a, r: Redactor) -> dict[str, Any]:
     t = a.tcp
     hs = a.handshake
@@ -104,6 +132,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         "stream_id": a.stream_id,
         "parent": a.parent,
         "streams": [st.id for st in a.streams],
+        "http2": _h2_json(a.h2),
         "src": str(t.client),
         "dst": str(t.server),
         "websocket": a.websocket,
@@ -535,7 +564,14 @@ def _target(c: dict[str, Any]) -> str:
         return f"{req['method']} {req['target']}"
     if c.get("streams"):
         return f"HTTP/2, WebSocket stream(s): {', '.join(c['streams'])}"
-    return "HTTP/2, no WebSocket stream" if c.get("protocol") == "h2" else "(no request)"
+    if c.get("protocol") != "h2":
+        return "(no request)"
+    ecp = (c.get("http2") or {}).get("enable_connect_protocol", {}).get("server")
+    return "HTTP/2, no WebSocket stream" + (
+        ""
+        if ecp == 1
+        else f" (server SETTINGS_ENABLE_CONNECT_PROTOCOL: {ecp if ecp is not None else 'not sent'})"
+    )
 
 
 def _status(c: dict[str, Any]) -> str:
