@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from .catalogue import finding
-from .model import Direction, Finding, Frame, Opcode
+from .model import Direction, Finding, Frame, Opcode, drop_pieces
 
 DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 """Largest frame payload kept in ``Frame.payload``, bytes (security limit)."""
@@ -889,18 +889,7 @@ class FrameDecoder:
             self._rskipped += p
             del buf[:p]
             self._rbase += p
-            left = p
-            pieces = self._rpieces
-            k = 0
-            while left and k < len(pieces):
-                length, pts, ppk = pieces[k]
-                if length <= left:
-                    left -= length
-                    k += 1
-                else:
-                    pieces[k] = (length - left, pts, ppk)
-                    left = 0
-            del pieces[:k]
+            drop_pieces(self._rpieces, p)
         if verdict == 1:
             pieces = self._rpieces
             resume_packet = pieces[0][2] if pieces else self._rfirst_packet

@@ -132,7 +132,7 @@ from hpack.huffman_table import decode_huffman as _decode_huffman
 from hyperframe.frame import Frame
 
 from .catalogue import finding
-from .model import Direction, Finding, Headers
+from .model import Direction, Finding, Headers, drop_pieces
 
 __all__ = [
     "ERROR_CODES",
@@ -2116,18 +2116,7 @@ class Http2Connection:
             st.rskipped += p
             del buf[:p]
             st.rbase += p
-            left = p
-            pieces = st.rpieces
-            k = 0
-            while left and k < len(pieces):
-                length, pts, ppk = pieces[k]
-                if length <= left:
-                    left -= length
-                    k += 1
-                else:
-                    pieces[k] = (length - left, pts, ppk)
-                    left = 0
-            del pieces[:k]
+            drop_pieces(st.rpieces, p)
         if verdict == 1:
             pieces = st.rpieces
             resume_packet = pieces[0][2] if pieces else st.rpacket

@@ -334,3 +334,20 @@ class Message:
 
 
 PREVIEW_BYTES = 256
+
+
+def drop_pieces(pieces: list[tuple[int, int, int]], n: int) -> None:
+    """Remove the first ``n`` bytes from ``pieces``, a list of ``(length, ts_ns,
+    packet)`` describing buffered bytes in stream order (a resynchronising decoder's
+    bookkeeping of which packet each held byte came from); a piece cut in two keeps
+    its time and packet. In place."""
+    k = 0
+    while n and k < len(pieces):
+        length, ts, pk = pieces[k]
+        if length <= n:
+            n -= length
+            k += 1
+        else:
+            pieces[k] = (length - n, ts, pk)
+            n = 0
+    del pieces[:k]
