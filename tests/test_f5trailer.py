@@ -33,6 +33,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
+from scapy.utils import rdpcap
 
 import wsanalyze
 from wsanalyze.capture import open_capture
@@ -643,4 +644,175 @@ def test_f5_peer_ids_pair_the_legs_exactly(tmp_path):
         ("client", CLIENT_FLOW[1], SERVER_FLOW[0]),
         ("server", SERVER_FLOW[1], CLIENT_FLOW[0]),
         ("server", SERVER_FLOW[0], CLIENT_FLOW[1]),
+    }
+
+
+# --- pairing within ONE capture (tcpdump -i 0.0:nnn on the BIG-IP: both legs, one file) ----
+
+# Three clients of one URL through a BIG-IP that rewrites Sec-WebSocket-Key, at the same
+# time, exchanging the same messages; the trailers pair client conversation n with server
+# conversation TWIN3[n], so that pairing by port or connection order would differ.
+TWIN3 = {0: 2, 1: 0, 2: 1}
+FLOW_C = {n: 0x0000_7F10_0000_1000 * (n + 1) for n in range(3)}
+FLOW_S = {m: 0x0000_7F20_0000_0001 + 0x1000 * m for m in range(3)}
+
+
+def _big_ip_capture(path, convs, twin, *, trailers=None, flow_c=FLOW_C, flow_s=FLOW_S):
+    """Both legs of ``convs`` in ONE file, as ``tcpdump -i 0.0:nnn`` on the BIG-IP
+    writes them: client conversation n's client leg crossed with server conversation
+    ``twin[n]``'s server leg by their ids (client side: flow id 0 on the client's SYN,
+    the peer id once the server-side flow exists; server side: both ids from its
+    first packet, the BIG-IP having opened it). ``trailers[n]``: ``"dpt"`` (default),
+    ``"legacy"``, ``"client-only"`` (the server leg without trailers) or None (no
+    trailer on either leg)."""
+    trailers = trailers or {}
+    legs = [conv.build() for conv in convs]
+    out: list = []
+    for n, m in twin.items():
+        kind = trailers.get(n, "dpt")
+        conv, sconv = convs[n], convs[m]
+        cpk, spk = legs[n][0], legs[m][1]
+        if kind is not None:
+            legacy = kind == "legacy"
+            cpk = f5_leg(
+                cpk,
+                flow_c[n],
+                flow_s[m],
+                peer_from=t_us(sconv.start_us + 100 + sconv.delay_us),
+                first_without_flow=True,
+                ingress_src=conv.client[0],
+                legacy=legacy,
+            )
+            if kind != "client-only":
+                spk = f5_leg(spk, flow_s[m], flow_c[n], ingress_src=sconv.server[0], legacy=legacy)
+        out += cpk + spk
+    return write_pcap(path, out)
+
+
+def _three_conversations(**kw):
+    msgs = [Msg("c2s", TEXT, b"hello"), Msg("s2c", TEXT, b"hello")]
+    return [
+        nginx_like(n, pass_key=False, start_us=0, delay_us=200, messages=msgs, **kw)
+        for n in range(3)
+    ]
+
+
+def _ep(addr: tuple[str, int]) -> str:
+    return "{}:{}".format(*addr)
+
+
+def _pairs_by_client(a) -> dict[str, tuple[str, str, str, str]]:
+    return {
+        r["client"]: (r["proxy_listener"], r["proxy_source"], r["server"], r["evidence"])
+        for _, r in a.pairs.iterrows()
+    }
+
+
+def test_one_big_ip_capture_pairs_every_leg_on_the_f5_ids(tmp_path):
+    convs = _three_conversations()
+    path = _big_ip_capture(tmp_path / "bigip.pcap", convs, TWIN3, trailers={2: "legacy"})
+    a = wsanalyze.analyze(path, strict=True)
+    assert a.server is None and len(a.client.connections) == 6
+    got = _pairs_by_client(a)
+    assert set(got) == {_ep(c.client) for c in convs}
+    for n, m in TWIN3.items():
+        listener, source, server, evidence = got[_ep(convs[n].client)]
+        # the client-side leg is the one to the virtual server, the server-side leg
+        # the one from the BIG-IP's address to the pool member
+        assert (listener, source, server) == (
+            _ep(convs[n].listener),
+            _ep(convs[m].proxy_source),
+            _ep(convs[m].server),
+        )
+        ev = evidence.split(", ")
+        assert ev[0] == "f5_peer_id" and "sec_websocket_key" not in ev  # the key was rewritten
+    pairs = a.correlation.pairs
+    assert all(len(p.matches) == 4 for p in pairs)  # hello both ways, and the closes
+    for p in pairs:
+        assert (p.client.tcp.f5_peer_id, p.server.tcp.f5_peer_id) == (
+            p.server.tcp.f5_flow_id,
+            p.client.tcp.f5_flow_id,
+        )
+        changes = {(h.message, h.change, h.name.lower()) for h in p.header_changes}
+        assert ("request", "modified", "sec-websocket-key") in changes
+        assert ("request", "added", "x-forwarded-for") in changes
+    assert a.correlation.unpaired_client == []
+    assert not (a.findings["code"] == "pair_ambiguous").any()
+
+
+def test_one_big_ip_capture_pairs_plain_http_and_a_dropped_key(tmp_path):
+    """No Sec-WebSocket-Key in common at all: a plain GET (no Upgrade), and a
+    WebSocket whose server-side request carries no key (a proxy that drops it)."""
+    convs = _three_conversations()[:2]
+    plain = convs[0]
+    plain.client_headers = [("Host", "192.0.2.1"), ("Accept", "*/*")]
+    plain.server_headers = [("Host", "192.0.2.1"), ("Accept", "*/*"), ("X-Forwarded-For", "x")]
+    plain.status, plain.reason, plain.target = 200, "OK", "/index.html"
+    plain.server_response = plain.client_response = [("Content-Length", "0")]
+    dropped = convs[1]
+    dropped.server_headers = [h for h in dropped.server_headers if h[0] != "Sec-WebSocket-Key"]
+    path = _big_ip_capture(tmp_path / "bigip.pcap", convs, {0: 1, 1: 0})
+    a = wsanalyze.analyze(path)
+    got = _pairs_by_client(a)
+    assert {c: v[1] for c, v in got.items()} == {
+        _ep(convs[0].client): _ep(convs[1].proxy_source),
+        _ep(convs[1].client): _ep(convs[0].proxy_source),
+    }
+    assert all(v[3].startswith("f5_peer_id") for v in got.values())
+
+
+def test_a_leg_without_trailers_falls_back_to_the_key(tmp_path):
+    """Conversation 0: F5 ids on both legs, key rewritten. Conversation 1: trailers on
+    the client leg only (its ids match nothing), the key passed through: paired by
+    the key. Conversation 2: no trailer at all, key passed: paired by the key."""
+    msgs = [Msg("c2s", TEXT, b"hello"), Msg("s2c", TEXT, b"hello")]
+    convs = [
+        nginx_like(n, pass_key=n > 0, start_us=0, delay_us=200, messages=msgs) for n in range(3)
+    ]
+    twin = {0: 0, 1: 1, 2: 2}
+    path = _big_ip_capture(
+        tmp_path / "bigip.pcap", convs, twin, trailers={1: "client-only", 2: None}
+    )
+    a = wsanalyze.analyze(path, strict=True)
+    got = _pairs_by_client(a)
+    assert {c: v[1] for c, v in got.items()} == {_ep(c.client): _ep(c.proxy_source) for c in convs}
+    ev = {c: v[3].split(", ") for c, v in got.items()}
+    assert "f5_peer_id" in ev[_ep(convs[0].client)]
+    assert "sec_websocket_key" not in ev[_ep(convs[0].client)]
+    for conv in convs[1:]:
+        assert ev[_ep(conv.client)][0] == "sec_websocket_key"
+        assert "f5_peer_id" not in ev[_ep(conv.client)]
+
+
+def test_f5_ids_that_match_nothing_pair_nothing(tmp_path):
+    """Each leg names a peer that is not in the capture (and the key was rewritten):
+    nothing pairs, nothing is guessed."""
+    convs = _three_conversations()[:2]
+    out: list = []
+    for n, conv in enumerate(convs):
+        cpk, spk = conv.build()
+        out += f5_leg(cpk, FLOW_C[n], 0xDEAD_0000 + n, first_without_flow=True)
+        out += f5_leg(spk, FLOW_S[n], 0xBEEF_0000 + n)
+    a = wsanalyze.analyze(write_pcap(tmp_path / "bigip.pcap", out), strict=True)
+    ids = {(c.tcp.f5_flow_id, c.tcp.f5_peer_id) for c in a.client.connections}
+    assert len(ids) == 4 and None not in {i for pair in ids for i in pair}
+    assert a.correlation is None and len(a.pairs) == 0
+
+
+def test_mid_stream_capture_tells_the_client_side_by_the_messages(tmp_path):
+    """Started mid-stream (no SYN, no handshake) and a server→client message first: the
+    server-side legs appear first in the file, yet a client→server message is on the
+    client-side leg first and a server→client one on the server-side leg first."""
+    msgs = [Msg("s2c", TEXT, b"world")] + [Msg("c2s", TEXT, b"hello %d" % k) for k in range(3)]
+    convs = [nginx_like(n, pass_key=False, start_us=0, delay_us=200, messages=msgs) for n in (0, 1)]
+    path = _big_ip_capture(tmp_path / "full.pcap", convs, {0: 1, 1: 0})
+    cut = t_us(1_000 + 400 + 5_000)  # after the handshakes, before the first message
+    mid = write_pcap(tmp_path / "mid.pcap", [p for p in rdpcap(str(path)) if p.time >= cut])
+    a = wsanalyze.analyze(mid)
+    first = a.client.connections[0]
+    assert first.handshake is None and str(first.tcp.client).startswith("198.51.100.1:")
+    got = _pairs_by_client(a)
+    assert {c: v[1] for c, v in got.items()} == {
+        _ep(convs[0].client): _ep(convs[1].proxy_source),
+        _ep(convs[1].client): _ep(convs[0].proxy_source),
     }

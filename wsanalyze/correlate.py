@@ -1023,15 +1023,109 @@ def _correlate(
     )
 
 
+def _f5_twins(
+    conns: list[ConnectionAnalysis],
+) -> list[tuple[ConnectionAnalysis, ConnectionAnalysis]]:
+    """Connections of ONE capture whose F5 trailer ids cross-match (one's peer id is
+    the other's flow id, and the other's peer id is this one's flow id or unknown),
+    as unordered twins, each connection in at most one. O(n): a dict by flow id.
+    When a flow id recurs (TMM reuses them over a long capture), the twin is the
+    candidate whose lifetime overlaps, then the nearest in time."""
+    by_flow: dict[int, list[ConnectionAnalysis]] = defaultdict(list)
+    for conn in conns:
+        if conn.tcp.f5_flow_id is not None and not conn.streams:
+            by_flow[conn.tcp.f5_flow_id].append(conn)
+    if not by_flow:
+        return []
+    taken: set[int] = set()
+    twins = []
+    for group in by_flow.values():
+        for a in group:
+            flow, peer = a.tcp.f5_flow_id, a.tcp.f5_peer_id
+            if peer is None or id(a) in taken:
+                continue  # a connection without a peer id is found from its twin
+            cands = [
+                b
+                for b in by_flow.get(peer, ())
+                if b is not a and id(b) not in taken and b.tcp.f5_peer_id in (flow, None)
+            ]
+            if not cands:
+                continue
+            t0, t1 = a.tcp.first_ts_ns, a.tcp.last_ts_ns
+            b = min(
+                cands,
+                key=lambda x: (
+                    x.tcp.last_ts_ns < t0 or x.tcp.first_ts_ns > t1,
+                    abs(x.tcp.first_ts_ns - t0),
+                ),
+            )
+            taken.update((id(a), id(b)))
+            twins.append((a, b))
+    return twins
+
+
+def _f5_client_side_first(a: ConnectionAnalysis, b: ConnectionAnalysis) -> bool:
+    """True when ``a`` is the client-side leg of the F5 twins ``a``/``b``, by
+    causality on the one clock of the capture (the trailer's ``ingress`` flag would
+    say it per packet, but :class:`~wsanalyze.tcp.TcpConnection` keeps only the ids):
+
+    1. the first request: a full proxy forwards a request only after receiving it;
+    2. else the SYN: BIG-IP opens the server-side connection only after the
+       client-side one (once it has chosen a pool member; without OneConnect reuse);
+    3. else the messages both legs carry: a client→server message is on the
+       client-side leg first, a server→client message on the server-side leg first;
+    4. else the first packet (a guess: mid-stream capture, no common message)."""
+    ra = a.requests[0].ts_ns if a.requests else None
+    rb = b.requests[0].ts_ns if b.requests else None
+    if ra is not None and rb is not None and ra != rb:
+        return ra < rb
+    sa, sb = a.tcp.syn_ts_ns, b.tcp.syn_ts_ns
+    if sa is not None and sb is not None and sa != sb:
+        return sa < sb
+    votes = 0
+    for m in match_messages(a, b):
+        if m.client_ts_ns != m.server_ts_ns:
+            earlier_on_a = m.client_ts_ns < m.server_ts_ns
+            votes += 1 if earlier_on_a == (m.direction == C2S) else -1
+    if votes:
+        return votes > 0
+    return (a.tcp.first_ts_ns, a.tcp.index) <= (b.tcp.first_ts_ns, b.tcp.index)
+
+
 def correlate_within(capture: CaptureAnalysis) -> Correlation | None:
-    """Both legs in ONE capture (``tcpdump -i any`` on the proxy host): pair the
-    connections that carry the same Sec-WebSocket-Key (RFC 6455 §4.1: 16 random
-    bytes per handshake, so two TCP connections carrying it are two legs of one
-    WebSocket). Legs of one key are chained in request order (client → proxy →
-    server; several proxies give several pairs). One clock, so θ = 0. Returns None
-    when no key appears on two connections; weaker evidence is not used here, since
-    two independent clients of one server look alike.
+    """Both legs in ONE capture (``tcpdump -i any`` on the proxy host, ``-i 0.0:nn``
+    on an F5 BIG-IP): pair the connections that are two legs of one proxied
+    connection, on exact evidence only.
+
+    1. F5 trailer ids (``tcpdump -i 0.0:nn``/``:nnn``): a connection whose peer id
+       is another's flow id (and whose flow id is that one's peer id, when known) is
+       its twin, whatever the requests say (a rewritten or dropped
+       Sec-WebSocket-Key, plain HTTP before an Upgrade). The client-side leg is the
+       one earlier by causality (:func:`_f5_client_side_first`: first request, else
+       SYN, else common messages).
+    2. Sec-WebSocket-Key (RFC 6455 §4.1: 16 random bytes per handshake, so two TCP
+       connections carrying it are two legs of one WebSocket): legs of one key are
+       chained in request order (client → proxy → server; several proxies give
+       several pairs). A key pair already made by the F5 ids, or that would make a
+       connection client side (or server side) of a second pair, is left out.
+
+    One clock, so θ = 0. Returns None when nothing pairs; weaker evidence is not
+    used here, since two independent clients of one server look alike. HTTP/2
+    connections carrying RFC 8441 streams are not paired on F5 ids (one TCP flow,
+    several WebSockets).
     """
+    legs: list[tuple[_Features, _Features]] = []
+    sides: set[tuple[int, int]] = set()  # (id(conn), 0 client side / 1 server side)
+    twins: set[frozenset[int]] = set()
+    for a, b in _f5_twins(capture.connections):
+        if not _f5_client_side_first(a, b):
+            a, b = b, a
+        fc, fs = _features(a), _features(b)
+        if fc is None or fs is None:
+            continue  # nothing to compare (no request, no message): left unpaired
+        legs.append((fc, fs))
+        sides.update(((id(a), 0), (id(b), 1)))
+        twins.add(frozenset((id(a), id(b))))
     # Group by key from the request alone; only connections sharing a key need the
     # full features (message digests), which cost a pass over their messages.
     by_key: dict[bytes, list[ConnectionAnalysis]] = defaultdict(list)
@@ -1040,11 +1134,14 @@ def correlate_within(capture: CaptureAnalysis) -> Correlation | None:
         key = header_value(req.headers, b"sec-websocket-key") if req is not None else None
         if key is not None:
             by_key[key].append(conn)
-    legs = []
     for group in by_key.values():
         if len(group) > 1:
             feats = [f for f in map(_features, group) if f is not None]
-            legs.extend(pairwise(sorted(feats, key=lambda f: f.ts_ns)))
+            for c, s in pairwise(sorted(feats, key=lambda f: f.ts_ns)):
+                ic, is_ = id(c.conn), id(s.conn)
+                if frozenset((ic, is_)) in twins or (ic, 0) in sides or (is_, 1) in sides:
+                    continue
+                legs.append((c, s))
     if not legs:
         return None
     timing = _Timing(-_MIN_SLACK // 5, 4 * _MIN_SLACK, 4 * _MIN_SLACK)

@@ -736,7 +736,9 @@ def _summary_in_detail(sec: dict[str, Any], out: Callable[[str], None], max_rows
         out("")
         theta = doc["clock_offset_ms"] if sec["two_captures"] else None
         if not sec["two_captures"]:
-            out("Both legs are in this one capture (same Sec-WebSocket-Key on two connections).")
+            out(
+                "Both legs are in this one capture (paired by F5 trailer ids or a Sec-WebSocket-Key seen on two connections)."
+            )
         if theta:
             out(
                 f"Clock offset (server capture - client capture): {theta['estimate']:.3f} ms "
@@ -928,7 +930,7 @@ def render_markdown(analysis, *, redact: bool = True) -> str:
         if not sec["two_captures"]:
             L.append("")
             L.append(
-                "Both legs are in this one capture (same Sec-WebSocket-Key on two connections)."
+                "Both legs are in this one capture (paired by F5 trailer ids or a Sec-WebSocket-Key seen on two connections)."
             )
         if theta:
             L.append("")
