@@ -514,9 +514,6 @@ class _ConnectionSink(_WsState):
         if mode == _WS:
             self._ws_feed(d, data, ts_ns, packet)
             return
-        if mode == _H2:
-            self._h2_events(self.h2.feed(d, data, ts_ns, packet))
-            return
         if mode == _UNKNOWN and d == C2S and data.startswith((b"PROXY ", _PROXY_V2_SIG)):
             data = self._proxy_protocol(data, ts_ns, packet)
             if not data:
@@ -1129,16 +1126,6 @@ def _h2_response(ev: H2Headers) -> ResponseHead | None:
     )
 
 
-_H2_CONNECTION_SPECIFIC = (
-    b"connection",
-    b"upgrade",
-    b"keep-alive",
-    b"proxy-connection",
-    b"transfer-encoding",
-)
-"""RFC 9113 §8.2.2: fields an HTTP/2 message must not carry (``te`` only as ``trailers``)."""
-
-
 class H2StreamTransport:
     """One HTTP/2 stream seen as the transport of an RFC 8441 WebSocket session, with
     the attributes of a :class:`~wsanalyze.tcp.TcpConnection` so that the close
@@ -1250,9 +1237,7 @@ class _H2Stream(_WsState):
         a, t = self.a, self.transport
         t.touch(ev.direction, ev.ts_ns, ev.packets[-1])
         if ev.direction == C2S:
-            if a.requests:
-                pass  # trailers (or a malformed second request): nothing to decode
-            else:
+            if not a.requests:  # a later block: trailers, nothing to decode
                 req = _h2_request(ev)
                 a.requests.append(req)
                 self._check_request(req)
