@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 
 import pytest
 from craft import (
@@ -36,10 +37,11 @@ from scapy.packet import Raw
 from scapy.utils import rdpcap
 
 import wsanalyze
+from wsanalyze import correlate
 from wsanalyze.capture import open_capture
 from wsanalyze.f5trailer import MIN_TRAILER_BYTES, parse_f5_trailer
 from wsanalyze.model import ACK, PSH, SYN, Endpoint, F5Trailer, Segment
-from wsanalyze.tcp import TcpReassembler
+from wsanalyze.tcp import TcpReassembler, f5_client_side
 
 MAGIC = b"\xf5\xde\xb0\xf5"
 V4_1 = bytes([10, 1, 1, 1])
@@ -738,6 +740,27 @@ def test_one_big_ip_capture_pairs_every_leg_on_the_f5_ids(tmp_path):
         assert ("request", "added", "x-forwarded-for") in changes
     assert a.correlation.unpaired_client == []
     assert not (a.findings["code"] == "pair_ambiguous").any()
+    # Each leg's side is also what its trailers' ingress flags say.
+    assert [f5_client_side(p.client.tcp) for p in pairs] == [True] * 3
+    assert [f5_client_side(p.server.tcp) for p in pairs] == [False] * 3
+
+
+def test_ingress_flags_decide_the_sides_against_causality(tmp_path):
+    """When causality misleads (OneConnect reusing a server-side connection opened
+    earlier, clocks of two TMMs), the trailers' ingress flags still tell the sides."""
+    convs = _three_conversations()
+    path = _big_ip_capture(tmp_path / "bigip.pcap", convs, TWIN3)
+    a = wsanalyze.analyze(path, strict=True)
+    c, s = a.correlation.pairs[0].client, a.correlation.pairs[0].server
+    assert correlate._f5_client_side_first(c, s) and not correlate._f5_client_side_first(s, c)
+    # Same legs with the clock of causality reversed: the ingress flags still decide.
+    c.requests[0], s.requests[0] = (
+        replace(c.requests[0], ts_ns=s.requests[0].ts_ns + 1),
+        replace(s.requests[0], ts_ns=c.requests[0].ts_ns),
+    )
+    assert correlate._f5_client_side_first(c, s)
+    c.tcp.f5_ingress = s.tcp.f5_ingress = None  # without flags: causality (now reversed)
+    assert not correlate._f5_client_side_first(c, s)
 
 
 def test_one_big_ip_capture_pairs_plain_http_and_a_dropped_key(tmp_path):

@@ -52,6 +52,7 @@ from . import catalogue
 from .handshake import is_extended_connect
 from .model import Direction, Finding, Message, RequestHead, ResponseHead, header_value
 from .pipeline import CaptureAnalysis, ConnectionAnalysis
+from .tcp import f5_client_side
 
 C2S, S2C = Direction.CLIENT_TO_SERVER, Direction.SERVER_TO_CLIENT
 
@@ -1065,9 +1066,10 @@ def _f5_twins(
 
 
 def _f5_client_side_first(a: ConnectionAnalysis, b: ConnectionAnalysis) -> bool:
-    """True when ``a`` is the client-side leg of the F5 twins ``a``/``b``, by
-    causality on the one clock of the capture (the trailer's ``ingress`` flag would
-    say it per packet, but :class:`~wsanalyze.tcp.TcpConnection` keeps only the ids):
+    """True when ``a`` is the client-side leg of the F5 twins ``a``/``b``: by the
+    trailers' ingress flags when they tell the legs apart
+    (:func:`wsanalyze.tcp.f5_client_side`), else by causality on the one clock of
+    the capture:
 
     1. the first request: a full proxy forwards a request only after receiving it;
     2. else the SYN: BIG-IP opens the server-side connection only after the
@@ -1075,6 +1077,9 @@ def _f5_client_side_first(a: ConnectionAnalysis, b: ConnectionAnalysis) -> bool:
     3. else the messages both legs carry: a client→server message is on the
        client-side leg first, a server→client message on the server-side leg first;
     4. else the first packet (a guess: mid-stream capture, no common message)."""
+    ia, ib = f5_client_side(a.tcp), f5_client_side(b.tcp)
+    if ia is not None and ib is not None and ia != ib:
+        return ia
     ra = a.requests[0].ts_ns if a.requests else None
     rb = b.requests[0].ts_ns if b.requests else None
     if ra is not None and rb is not None and ra != rb:

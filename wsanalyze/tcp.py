@@ -100,12 +100,15 @@ def _signed(diff: int) -> int:
     return diff - _MOD if diff >= _HALF else diff
 
 
-def _take_f5(conn: TcpConnection, trailer: F5Trailer) -> None:
-    """Keep the first non-zero F5 flow id and peer id of a connection."""
+def _take_f5(conn: TcpConnection, trailer: F5Trailer, seg: Segment) -> None:
+    """Keep the first non-zero F5 flow id and peer id of a connection, and the first
+    ``ingress`` flag with the endpoint that sent that packet."""
     if conn.f5_flow_id is None and trailer.flow_id:
         conn.f5_flow_id = trailer.flow_id
     if conn.f5_peer_id is None and trailer.peer_id:
         conn.f5_peer_id = trailer.peer_id
+    if conn.f5_ingress is None and trailer.ingress is not None:
+        conn.f5_ingress = (Endpoint(seg.src, seg.sport), trailer.ingress)
 
 
 def _first_diff(a: bytes, b: bytes) -> int:
@@ -260,6 +263,9 @@ class TcpConnection:
     direction (TMM's id of this connection, and of the connection on the other side
     of the proxy: 0 until that one exists, e.g. at the first SYN); None without
     trailers. A client-side connection's peer id is its server-side twin's flow id.
+    ``f5_ingress``: ``(sender endpoint, ingress)`` of the first trailer that said
+    whether its packet entered the BIG-IP (None if none did); see
+    :func:`f5_client_side`.
     """
 
     __slots__ = (
@@ -279,6 +285,7 @@ class TcpConnection:
         "ended",
         "f5_flow_id",
         "f5_peer_id",
+        "f5_ingress",
         "_halves",
         "_awaiting_ack",
         "_retrans_packets",
@@ -303,6 +310,7 @@ class TcpConnection:
         self.ended = False  # end() was called
         self.f5_flow_id: int | None = None  # first non-zero F5 trailer ids (see above)
         self.f5_peer_id: int | None = None
+        self.f5_ingress: tuple[Endpoint, bool] | None = None  # (sender, ingress), first
         self._awaiting_ack = False  # SYN-ACK seen, client's handshake ACK not yet
         self._retrans_packets: list[int] = []  # first few, for the summary finding
         c2s = _Half(self, C2S, (client.ip, client.port, server.ip, server.port))
@@ -467,7 +475,7 @@ class TcpReassembler:
                 if flags & ACK and h.peer.waiting:
                     self._ack(h.peer, seg)
                 if seg.f5_trailer is not None:
-                    _take_f5(h.conn, seg.f5_trailer)
+                    _take_f5(h.conn, seg.f5_trailer, seg)
                 return
         self._slow(seg, h)
 
@@ -487,7 +495,7 @@ class TcpReassembler:
         conn.last_ts_ns = ts
         h.packets += 1
         if seg.f5_trailer is not None:
-            _take_f5(conn, seg.f5_trailer)
+            _take_f5(conn, seg.f5_trailer, seg)
 
         data_seq = seq
         if flags & SYN:
@@ -941,3 +949,15 @@ class TcpReassembler:
             conn = self._live.get(index)
             if conn is not None:
                 self._close(conn)
+
+
+def f5_client_side(conn: TcpConnection) -> bool | None:
+    """Whether ``conn`` is a client-side connection of an F5 BIG-IP, from the
+    trailer's ingress flag: on the client side the TCP client's packets enter the
+    BIG-IP (it is the virtual server's TCP server); on the server side the BIG-IP is
+    the TCP client, so its packets leave (Wireshark ``f5ethtrailer.ingress``). None
+    without an ingress flag."""
+    if conn.f5_ingress is None:
+        return None
+    sender, ingress = conn.f5_ingress
+    return ingress if sender == conn.client else not ingress
