@@ -614,13 +614,16 @@ def test_malformed_headers_are_aggregated():
     assert "IPv4 header length 16 < 20" in f.detail
 
 
+def test_unsupported_link_type_only_is_an_error():
+    with pytest.raises(CaptureError, match=r"link type 127 \(IEEE 802.11 radiotap\), which"):
+        read(pcap([(T0, b"\x00" * 60)] * 5, linktype=127))
+    ng = shb() + idb("<", 127) + idb("<", 105)
+    ng += b"".join(epb("<", i % 2, i, eth(V4)) for i in range(4))
+    with pytest.raises(CaptureError, match=r"link types 105 \(IEEE 802.11\), 127 "):
+        read(ng)
+
+
 def test_unsupported_link_type_once_per_type():
-    data = pcap([(T0, b"\x00" * 60)] * 5, linktype=127)
-    segs, r = read(data)
-    assert segs == [] and r.packets == 5
-    (f,) = r.findings
-    assert f.code == "capture_unsupported_link_type"
-    assert "5 packet(s) of link type 127 (IEEE 802.11 radiotap)" in f.detail
     ng = shb() + idb("<", 127) + idb("<", 105) + idb("<", 1)
     ng += b"".join(epb("<", i % 3, i, eth(V4)) for i in range(9))
     segs, r = read(ng)

@@ -68,6 +68,10 @@ __all__ = ["CaptureReader", "open_capture", "MAX_RECORD_BYTES"]
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 """A packet record or pcapng block longer than this (bytes) is corrupt."""
 
+_TS_MIN, _TS_MAX = -(2**63) + 1, 2**63 - 1
+"""Timestamps (ns) that ``datetime64[ns]`` can hold: years 1677 to 2262. A pcapng
+timestamp (64 bits scaled by ``if_tsresol``, plus ``if_tsoffset``) may exceed them."""
+
 _FIRST_PACKETS = 10
 """How many packet numbers an aggregated finding lists."""
 
@@ -239,6 +243,17 @@ class _Interface:
             self.mul, self.div = 1, 10 ** (value - 9)
 
 
+def _unsupported(name: str, link_types: set[int]) -> str:
+    """The CaptureError message for a capture whose packets are all of link types
+    that are not decoded."""
+    lts = ", ".join(f"{lt}{_LINK_TYPE_NAMES.get(lt, '')}" for lt in sorted(link_types))
+    return (
+        f"capture file {name} has only packets of link type{'s' if len(link_types) > 1 else ''} "
+        f"{lts}, which wsanalyze does not decode: capture on an Ethernet, Linux cooked "
+        "(tcpdump -i any), raw IP or loopback interface"
+    )
+
+
 def _display_name(path: str) -> str:
     return "standard input" if path == "-" else repr(path)
 
@@ -253,8 +268,9 @@ def open_capture(path: str | os.PathLike[str]) -> CaptureReader:
     Raises :class:`~wsanalyze.errors.CaptureError` (one line naming the file and
     what to do) when the file is missing, unreadable, a directory, empty, not a
     pcap/pcapng file (unknown magic number), has a truncated or corrupt file
-    header, or is a pcapng file whose packets all refer to interfaces that no
-    Interface Description Block describes.
+    header, holds only packets of link types that are not decoded, or is a pcapng
+    file whose packets all refer to interfaces that no Interface Description Block
+    describes.
     """
     if not isinstance(path, str):
         path = os.fsdecode(os.fspath(path))
@@ -472,6 +488,11 @@ class CaptureReader:
             return f"{agg.count} IP fragment(s) of TCP packets skipped ({where})"
         if code == "capture_timestamps_out_of_order":
             return f"{agg.count} packet(s) earlier than a packet before them ({where})"
+        if code == "capture_timestamp_out_of_range":
+            return (
+                f"{agg.count} pcapng packet(s) with a timestamp outside 1677-2262 skipped "
+                f"({where}); check the interface's if_tsresol and if_tsoffset"
+            )
         if code == "capture_unknown_interface":
             return (
                 f"{agg.count} pcapng packet(s) refer to an interface with no Interface "
@@ -522,6 +543,8 @@ class CaptureReader:
         # bits 16-31 hold the FCS length and reserved bits (draft-ietf-opsawg-pcap §4)
         self._pcap_link_type = network & 0xFFFF
         self.link_types.add(self._pcap_link_type)
+        if self._pcap_link_type not in SUPPORTED_LINK_TYPES:
+            raise CaptureError(_unsupported(self._name, {self._pcap_link_type}))
 
     def _open_pcapng(self) -> None:
         self.format = "pcapng"
@@ -550,33 +573,38 @@ class CaptureReader:
                 f"capture file {self._name} is pcapng version {major}, not 1: "
                 "re-save it with Wireshark or editcap"
             )
-        if self._pcapng_no_usable_packet():
+        unusable = self._pcapng_unusable()
+        if unusable:
+            raise CaptureError(_unsupported(self._name, unusable))
+        if unusable is not None:
             raise CaptureError(
                 f"capture file {self._name} is a pcapng file whose packets all refer to "
                 "interfaces never described by an Interface Description Block: re-save it "
                 "with Wireshark or editcap"
             )
 
-    def _pcapng_no_usable_packet(self) -> bool:
-        """Walk block headers: True when packet blocks exist but none names a known
-        interface. Stops at the first usable packet, or at any damage."""
+    def _pcapng_unusable(self) -> set[int] | None:
+        """Walk block headers: None when there is no packet block, a packet names a
+        described interface of a decoded link type, or at any damage; otherwise the
+        link types of the interfaces the packets name (empty: none was described)."""
         buf, end, off = self._buf, len(self._buf), 0
         seen_packet = False
-        n_ifaces = 0
+        ifaces: list[int] = []  # link type per interface of the current section
+        named: set[int] = set()
         s = _STRUCTS["<"]
         while off + 12 <= end:
             btype, blen = s["block"](buf, off)
             if btype == _PCAPNG_SHB:
                 bom = bytes(buf[off + 8 : off + 12])
                 if bom not in (_BOM_LE, _BOM_BE):
-                    return False
+                    return None
                 s = _STRUCTS["<" if bom == _BOM_LE else ">"]
                 btype, blen = s["block"](buf, off)
-                n_ifaces = 0
+                ifaces = []
             if blen < 12 or blen % 4 or off + blen > end:
-                return False
+                return None
             if btype == _BLOCK_IDB:
-                n_ifaces += 1
+                ifaces.append(s["u16"](buf, off + 8)[0] if blen >= 20 else -1)
             elif btype in (_BLOCK_EPB, _BLOCK_PB, _BLOCK_SPB):
                 seen_packet = True
                 if btype == _BLOCK_EPB:
@@ -585,10 +613,12 @@ class CaptureReader:
                     iid = s["u16"](buf, off + 8)[0]
                 else:
                     iid = 0
-                if iid < n_ifaces:
-                    return False
+                if iid < len(ifaces):
+                    if ifaces[iid] in SUPPORTED_LINK_TYPES or ifaces[iid] < 0:
+                        return None
+                    named.add(ifaces[iid])
             off += blen
-        return seen_packet
+        return named if seen_packet else None
 
     # --- iteration ------------------------------------------------------------------
 
@@ -794,6 +824,9 @@ class CaptureReader:
                     ts = last_ts
                 else:
                     ts = ((th << 32) | tl) * iface.mul // iface.div + iface.offset_ns
+                    if not _TS_MIN <= ts <= _TS_MAX:
+                        self._note("capture_timestamp_out_of_range", pkt, None, "")
+                        continue
                     if ts < max_ts:
                         self._note("capture_timestamps_out_of_order", pkt, ts)
                     else:

@@ -233,6 +233,16 @@ _ENTRIES: list[Entry] = [
         "Block of its section describes, so its link type is unknown; it was skipped.",
         "Re-save the capture with Wireshark or editcap; check how the file was merged.",
     ),
+    Entry(
+        "capture_timestamp_out_of_range",
+        W,
+        "draft-ietf-opsawg-pcapng §4.2",
+        "A pcapng packet's timestamp, scaled by its interface's if_tsresol and "
+        "if_tsoffset, falls outside the years 1677-2262 that nanosecond timestamps can "
+        "hold (a wrong resolution or offset, or a corrupt block); the packet was skipped.",
+        "Re-save the capture with Wireshark or editcap, or fix the capturing tool's "
+        "timestamp resolution.",
+    ),
     # --- TCP (tcp.py) ---
     Entry(
         "tcp_gap",

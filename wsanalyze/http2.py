@@ -1977,10 +1977,9 @@ class Http2Connection:
             if end == st.f_len:
                 st.state = _HEADER
                 if st.f_flags & 1 and not st.f_end_sent:
-                    off = st.f_off
-                    out.append(
-                        _new_data(d, st.f_sid, b"", True, off, off + 9 + st.f_len, ts_ns, packet)
-                    )
+                    # data_offset: right after the data (before any known padding)
+                    end_data = st.f_off + 9 + st.f_len - max(st.f_pad, 0)
+                    out.append(_new_data(d, st.f_sid, b"", True, st.f_off, end_data, ts_ns, packet))
             elif st.f_pad == -2:  # skip the captured rest of this frame (in the H2DataGap)
                 st.state = _SKIP
                 st.f_skip_decoded = False

@@ -332,11 +332,9 @@ class _WsState:
         self.ws: list[FrameDecoder | None] = [None, None]
         self.asm: list[MessageAssembler | None] = [None, None]
         self.sub: SubprotocolDecoder | None = None
-        # Pings awaiting their Pong, per direction: (digest, packet), bounded.
-        self.pings: tuple[deque[tuple[bytes, int]], deque[tuple[bytes, int]]] = (
-            deque(maxlen=16),
-            deque(maxlen=16),
-        )
+        # Pings awaiting their Pong, per direction: (digest, packet), bounded; made
+        # on the first ping or pong (most connections never carry one).
+        self.pings: tuple[deque[tuple[bytes, int]], deque[tuple[bytes, int]]] | None = None
         self.transcript_chars = 0
 
     def _ws_start(self, hs: Handshake, d: Direction, offset: int) -> FrameDecoder:
@@ -397,6 +395,8 @@ class _WsState:
         """RFC 6455 §5.5.3: a Pong answering a Ping carries the Ping's application
         data. A Pong with no Ping outstanding is an unsolicited heartbeat (allowed);
         one answering may skip older Pings (only the latest must be answered)."""
+        if self.pings is None:
+            self.pings = (deque(maxlen=16), deque(maxlen=16))
         mine = self.pings[msg.direction]
         if msg.opcode == Opcode.PING:
             mine.append((msg.digest, msg.last_packet))
@@ -1472,6 +1472,8 @@ def analyze_capture(
     # HTTP/2 stream sessions follow their TCP connection.
     analyses = [s for a in analyses for s in (a, *a.streams)]
     for a in analyses:
+        if not a.http:
+            continue  # counted, not listed: no story to tell
         # TCP-level findings belong to the connection; give every finding its id.
         a.findings[:0] = a.tcp.findings
         a.close = close_story(a)

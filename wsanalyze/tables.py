@@ -230,12 +230,21 @@ def _frame(columns: dict[str, list[Any] | np.ndarray], schema: dict[str, Any]) -
                 else pd.Series([], dtype=TS)
             )
         else:
-            data[name] = (
-                pd.Series(values, dtype=dtype) if len(values) else pd.Series([], dtype=dtype)
-            )
+            data[name] = _series(values, dtype) if len(values) else pd.Series([], dtype=dtype)
     return pd.DataFrame(
         {k: v.reset_index(drop=True) if isinstance(v, pd.Series) else v for k, v in data.items()}
     )
+
+
+def _series(values: list[Any] | np.ndarray, dtype: Any) -> pd.Series:
+    """``pd.Series(values, dtype=dtype)``; integers beyond int64 (a length declared
+    with the most significant bit set, RFC 6455 §5.2, which ``ws_length_msb_set``
+    reports) are clipped to 2^63-1."""
+    try:
+        return pd.Series(values, dtype=dtype)
+    except OverflowError:
+        top = (1 << 63) - 1
+        return pd.Series([v if v is None or v <= top else top for v in values], dtype=dtype)
 
 
 def _opcode_names(values: Iterable[int]) -> list[str]:
