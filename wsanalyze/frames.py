@@ -58,17 +58,14 @@ lengths passed to :meth:`~FrameDecoder.gap`.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from .catalogue import finding
-from .model import Direction, Finding, Frame, Opcode, drop_pieces
+from .model import Direction, Finding, Frame, Opcode, drop_pieces, fast_constructor
 
 DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 """Largest frame payload kept in ``Frame.payload``, bytes (security limit)."""
@@ -102,26 +99,6 @@ _B0_FIELDS = tuple(
     (b0 >= 0x80, bool(b0 & 0x40), bool(b0 & 0x20), bool(b0 & 0x10), b0 & 0x0F) for b0 in range(256)
 )
 _MAX_HEADER = 14
-
-
-def fast_constructor(cls: type) -> Callable[..., Any]:
-    """A positional constructor for a frozen, slotted dataclass without
-    ``__post_init__`` that stores the fields directly through their slot
-    descriptors: about twice as fast as the generated ``__init__``, whose
-    ``object.__setattr__`` calls dominate the cost of a small frame. Falls back to
-    ``cls`` itself when the class does not have that shape."""
-    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
-        return cls
-    names = [f.name for f in dataclasses.fields(cls)]
-    if tuple(getattr(cls, "__slots__", ())) != tuple(names):
-        return cls
-    args = ", ".join(f"a{i}" for i in range(len(names)))
-    body = "".join(f"    s{i}(o, a{i})\n" for i in range(len(names)))
-    src = f"def make({args}):\n    o = new(cls)\n{body}    return o\n"
-    env: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    env.update({f"s{i}": cls.__dict__[name].__set__ for i, name in enumerate(names)})
-    exec(src, env)
-    return env["make"]
 
 
 _new_frame = fast_constructor(Frame)

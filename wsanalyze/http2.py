@@ -118,11 +118,9 @@ non-DATA payload being collected, bytes held while resynchronising. After
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import struct
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +130,7 @@ from hpack.huffman_table import decode_huffman as _decode_huffman
 from hyperframe.frame import Frame
 
 from .catalogue import finding
-from .model import Direction, Finding, Headers, drop_pieces
+from .model import Direction, Finding, Headers, drop_pieces, fast_constructor
 
 __all__ = [
     "ERROR_CODES",
@@ -271,22 +269,6 @@ def error_name(code: int) -> str:
 
 def _type_name(t: int) -> str:
     return FRAME_TYPES.get(t) or f"type_{t:#x}"
-
-
-def _fast_constructor(cls: type) -> Callable[..., Any]:
-    """A positional constructor for a frozen, slotted dataclass that stores the
-    fields through their slot descriptors (about twice as fast as the generated
-    ``__init__``; used for the per-segment :class:`H2Data`)."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    if tuple(getattr(cls, "__slots__", ())) != tuple(names):  # pragma: no cover
-        return cls
-    args = ", ".join(f"a{i}" for i in range(len(names)))
-    body = "".join(f"    s{i}(o, a{i})\n" for i in range(len(names)))
-    src = f"def make({args}):\n    o = new(cls)\n{body}    return o\n"
-    env: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    env.update({f"s{i}": cls.__dict__[name].__set__ for i, name in enumerate(names)})
-    exec(src, env)
-    return env["make"]  # type: ignore[no-any-return]
 
 
 # --- events -------------------------------------------------------------------------
@@ -460,7 +442,7 @@ class H2Stall:
         return None if self.end_ts_ns is None else self.end_ts_ns - self.start_ts_ns
 
 
-_new_data = _fast_constructor(H2Data)
+_new_data = fast_constructor(H2Data)
 
 
 # --- resynchronisation ----------------------------------------------------------------
