@@ -1321,6 +1321,64 @@ def finding(
     )
 
 
+class FindingLimiter:
+    """Emits a decoder's findings of one code at most ``limit`` times per direction,
+    counts the rest, and summarises them with one ``suppressed_code`` finding per code
+    (``ws_findings_suppressed`` for the WebSocket decoders, ``h2_findings_suppressed``
+    for HTTP/2): a security limit against hostile streams producing millions of
+    identical findings."""
+
+    __slots__ = ("direction", "limit", "counts", "suppressed_code")
+
+    def __init__(
+        self,
+        direction: Direction,
+        limit: int = 10,
+        suppressed_code: str = "ws_findings_suppressed",
+    ) -> None:
+        self.direction = direction
+        self.limit = limit
+        self.suppressed_code = suppressed_code
+        self.counts: dict[str, int] = {}
+
+    def emit(
+        self,
+        out: list,
+        code: str,
+        detail: str,
+        packets: tuple[int, ...],
+        offset: int | None,
+        ts_ns: int | None,
+    ) -> None:
+        """Append the finding to ``out`` unless ``limit`` of that code were emitted."""
+        count = self.counts.get(code, 0) + 1
+        self.counts[code] = count
+        if count <= self.limit:
+            out.append(
+                finding(
+                    code,
+                    detail,
+                    packets=packets,
+                    direction=self.direction,
+                    offset=offset,
+                    ts_ns=ts_ns,
+                )
+            )
+
+    def summary(self, ts_ns: int) -> list[Finding]:
+        """One ``suppressed_code`` finding per code that went over the limit."""
+        return [
+            finding(
+                self.suppressed_code,
+                f"code={code}, suppressed={count - self.limit}, total={count}",
+                direction=self.direction,
+                ts_ns=ts_ns,
+            )
+            for code, count in self.counts.items()
+            if count > self.limit
+        ]
+
+
 def catalogue_markdown() -> str:
     """docs/findings.md: every finding code with severity, reference, meaning and
     what to check (regenerate with ``python -m wsanalyze.catalogue > docs/findings.md``)."""

@@ -64,8 +64,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .catalogue import finding
-from .model import Direction, Finding, Frame, Opcode, drop_pieces, fast_constructor
+from .catalogue import FindingLimiter
+from .model import Direction, Frame, Opcode, drop_pieces, fast_constructor
 
 DEFAULT_MAX_BUFFER = 16 * 1024 * 1024
 """Largest frame payload kept in ``Frame.payload``, bytes (security limit)."""
@@ -158,56 +158,6 @@ class PayloadChunk:
     ts_ns: int
 
 
-class FindingLimiter:
-    """Emits findings of one code at most ``limit`` times, counts the rest, and
-    summarises them with one ``ws_findings_suppressed`` finding per code (security
-    limit against hostile streams producing millions of identical findings)."""
-
-    __slots__ = ("direction", "limit", "counts")
-
-    def __init__(self, direction: Direction, limit: int = FINDING_LIMIT) -> None:
-        self.direction = direction
-        self.limit = limit
-        self.counts: dict[str, int] = {}
-
-    def emit(
-        self,
-        out: list,
-        code: str,
-        detail: str,
-        packets: tuple[int, ...],
-        offset: int | None,
-        ts_ns: int | None,
-    ) -> None:
-        """Append the finding to ``out`` unless ``limit`` of that code were emitted."""
-        count = self.counts.get(code, 0) + 1
-        self.counts[code] = count
-        if count <= self.limit:
-            out.append(
-                finding(
-                    code,
-                    detail,
-                    packets=packets,
-                    direction=self.direction,
-                    offset=offset,
-                    ts_ns=ts_ns,
-                )
-            )
-
-    def summary(self, ts_ns: int) -> list[Finding]:
-        """One ``ws_findings_suppressed`` finding per code that went over the limit."""
-        return [
-            finding(
-                "ws_findings_suppressed",
-                f"code={code}, suppressed={count - self.limit}, total={count}",
-                direction=self.direction,
-                ts_ns=ts_ns,
-            )
-            for code, count in self.counts.items()
-            if count > self.limit
-        ]
-
-
 class _Partial:
     """A frame whose header was parsed and whose payload is still arriving."""
 
@@ -280,7 +230,7 @@ class FrameDecoder:
         self.decoded_bytes = 0
         self.undecodable_bytes = 0
         self.gap_bytes = 0
-        self._limiter = FindingLimiter(direction)
+        self._limiter = FindingLimiter(direction, FINDING_LIMIT)
         self._offset = start_offset  # stream offset of the next byte fed or gapped
         self._state = _HEADER
         self._want_mask = direction == Direction.CLIENT_TO_SERVER  # §5.1

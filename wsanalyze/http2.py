@@ -129,7 +129,7 @@ import hpack.hpack as _hh
 from hpack.huffman_table import decode_huffman as _decode_huffman
 from hyperframe.frame import Frame
 
-from .catalogue import finding
+from .catalogue import FindingLimiter
 from .model import Direction, Finding, Headers, drop_pieces, fast_constructor
 
 __all__ = [
@@ -765,7 +765,7 @@ class _Dir:
         "rreason",
         "rstrict",
         "resync_limit",
-        "limits",
+        "limiter",
     )
 
     def __init__(self, d: Direction, offset: int) -> None:
@@ -810,7 +810,7 @@ class _Dir:
         self.rreason = ""
         self.rstrict = True  # bytes were lost: an empty frame cannot start a chain
         self.resync_limit = DEFAULT_MAX_FRAME_SIZE
-        self.limits: dict[str, int] = {}
+        self.limiter = FindingLimiter(d, FINDING_LIMIT, "h2_findings_suppressed")
 
 
 class Http2Connection:
@@ -977,16 +977,7 @@ class Http2Connection:
         if self._fc_on:
             self._eof_stalls(ts_ns, out)
         for st in self._dirs:
-            for code, count in st.limits.items():
-                if count > FINDING_LIMIT:
-                    out.append(
-                        finding(
-                            "h2_findings_suppressed",
-                            f"code={code}, suppressed={count - FINDING_LIMIT}, total={count}",
-                            direction=st.d,
-                            ts_ns=ts_ns,
-                        )
-                    )
+            out.extend(st.limiter.summary(ts_ns))
         return out
 
     # -- helpers ------------------------------------------------------------------------
@@ -1008,12 +999,7 @@ class Http2Connection:
         offset: int | None,
         ts_ns: int | None,
     ) -> None:
-        count = st.limits.get(code, 0) + 1
-        st.limits[code] = count
-        if count <= FINDING_LIMIT:
-            out.append(
-                finding(code, detail, packets=packets, direction=st.d, offset=offset, ts_ns=ts_ns)
-            )
+        st.limiter.emit(out, code, detail, packets, offset, ts_ns)
 
     def _start(self, st: _Dir, out: list[Any], ts_ns: int, packet: int) -> None:
         """First bytes (or gap) of a direction: in mid_stream mode, its HPACK state is

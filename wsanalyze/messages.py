@@ -68,9 +68,9 @@ from __future__ import annotations
 import codecs
 from hashlib import blake2b
 
-from .catalogue import finding
+from .catalogue import FindingLimiter, finding
 from .deflate import DEFAULT_MAX_DECOMPRESSED, DeflateParams, Inflater
-from .frames import DEFAULT_MAX_BUFFER, FindingLimiter, PayloadChunk, fast_constructor
+from .frames import DEFAULT_MAX_BUFFER, PayloadChunk, fast_constructor
 from .model import PREVIEW_BYTES, Direction, Finding, Frame, Message, Opcode
 
 CONTROL_KEEP = 4096
