@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from .api import Analysis
 from .model import Finding
-from .pipeline import CaptureAnalysis, ConnectionAnalysis, FrameColumns
+from .pipeline import CaptureAnalysis, ConnectionAnalysis
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -289,15 +289,9 @@ def _findings(findings: list[Finding], keep: set[str]) -> list[Finding]:
 
 
 def _capture(cap: CaptureAnalysis, keep: set[str]) -> CaptureAnalysis:
-    frames = FrameColumns()
     src = cap.frames
     rows = [i for i, cid in enumerate(src.connection) if cid in keep]
-    if len(rows) == len(src):
-        frames = src
-    else:
-        for name in FrameColumns.__slots__:
-            column = getattr(src, name)
-            setattr(frames, name, [column[i] for i in rows])
+    frames = src if len(rows) == len(src) else src.select(rows)
     return replace(
         cap,
         connections=[c for c in cap.connections if c.id in keep],

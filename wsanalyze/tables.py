@@ -344,25 +344,28 @@ def frames_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
         n = len(f)
         if not n:
             continue
+        top = np.uint64((1 << 63) - 1)  # a length with the MSB set (ws_length_msb_set)
         cols: dict[str, Any] = {
             "connection_id": f.connection,
             "capture": [cap.role] * n,
             "direction": _dir_labels(f.direction),
-            "ts": f.ts_ns,
-            "first_ts": f.first_ts_ns,
-            "first_packet": f.first_packet,
-            "last_packet": f.last_packet,
-            "offset": f.offset,
-            "fin": f.fin,
-            "rsv1": f.rsv1,
-            "rsv2": f.rsv2,
-            "rsv3": f.rsv3,
+            "ts": np.asarray(f.ts_ns, dtype=np.int64),
+            "first_ts": np.asarray(f.first_ts_ns, dtype=np.int64),
+            "first_packet": np.asarray(f.first_packet, dtype=np.int64),
+            "last_packet": np.asarray(f.last_packet, dtype=np.int64),
+            "offset": np.asarray(f.offset, dtype=np.int64),
+            "fin": np.asarray(f.fin, dtype=bool),
+            "rsv1": np.asarray(f.rsv1, dtype=bool),
+            "rsv2": np.asarray(f.rsv2, dtype=bool),
+            "rsv3": np.asarray(f.rsv3, dtype=bool),
             "opcode": _opcode_names(f.opcode),
-            "masked": f.masked,
-            "masking_key": f.masking_key,
-            "header_bytes": f.header_len,
-            "payload_bytes": f.payload_len,
-            "complete": f.complete,
+            "masked": np.asarray(f.masked, dtype=bool),
+            "masking_key": [None if k < 0 else f"{k:08x}" for k in f.masking_key],
+            "header_bytes": np.asarray(f.header_len, dtype=np.int64),
+            "payload_bytes": np.minimum(np.asarray(f.payload_len, dtype=np.uint64), top).astype(
+                np.int64
+            ),
+            "complete": np.asarray(f.complete, dtype=bool),
         }
         parts.append(_frame(cols, FRAMES))
     if not parts:
