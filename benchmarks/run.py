@@ -5,7 +5,8 @@ The two tools run alternately (``--runs`` each, default 3), each as a whole
 process, with standard output discarded:
 
 * wsanalyze: ``wsanalyze pcap FILE --json OUT`` (``OUT`` in a temporary
-  directory). The console script is used when it is on PATH, else the same
+  directory). The console script is used (the one installed beside this Python
+  first, then the one on PATH, which may be a slower version-manager shim), else the same
   entry point (``wsanalyze.cli:console``) through ``python -c`` with this
   checkout on ``PYTHONPATH``; ``--wsanalyze CMD`` overrides both.
 * tshark: ``tshark -r FILE -o tcp.reassemble_out_of_order:TRUE
@@ -45,6 +46,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -184,7 +186,9 @@ def wsanalyze_command(override: str | None) -> tuple[list[str], dict | None, str
     """The command prefix that runs wsanalyze, the environment it needs, a label."""
     if override:
         return shlex.split(override), None, override
-    exe = shutil.which("wsanalyze")
+    # The script pip installed beside this interpreter first: a version manager's
+    # shim on PATH (pyenv's is a bash script) adds 0.1-0.2 s to every run.
+    exe = shutil.which("wsanalyze", path=sysconfig.get_path("scripts")) or shutil.which("wsanalyze")
     if exe:
         return [exe], None, exe
     return [sys.executable, "-c", ENTRY], repo_env(), "wsanalyze.cli:console (not installed)"

@@ -125,6 +125,25 @@ def test_html_findings_of_the_broken_proxy(html_of):
 
 
 @pytest.mark.parametrize("scenario", ["nginx-ok", "nginx-no-upgrade"])
+@pytest.mark.parametrize("redact", [True, False])
+def test_reports_from_one_json_doc_equal_those_built_alone(scenario, redact, analysis_of):
+    """The command line builds the JSON dict once and hands it to the other reports
+    (which add keys to its pairs): each report equals the one built on its own, in
+    any order, and the JSON text written first is unchanged."""
+    a = analysis_of(scenario)
+    doc = report.to_json(a, redact=redact)
+    text = json.dumps(doc, indent=2)
+    assert report.summary_text(a, redact=redact, doc=doc) == report.summary_text(a, redact=redact)
+    assert report.render_markdown(a, redact=redact, doc=doc) == report.render_markdown(
+        a, redact=redact
+    )
+    assert report.render_html(a, redact=redact, doc=doc) == report.render_html(a, redact=redact)
+    assert report.summary_text(a, redact=redact, doc=doc) == report.summary_text(a, redact=redact)
+    assert json.dumps(report.to_json(a, redact=redact), indent=2) == text
+    assert doc["pairs"] and "client_conn" in doc["pairs"][0]  # it was the one used
+
+
+@pytest.mark.parametrize("scenario", ["nginx-ok", "nginx-no-upgrade"])
 def test_markdown_tables(scenario, analysis_of, expected):
     a = analysis_of(scenario)
     md = report.render_markdown(a)

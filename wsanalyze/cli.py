@@ -389,23 +389,22 @@ def main(argv: list[str] | None = None) -> int:
             empty = not any(c.connections for c in analysis.captures)
         redact = not args.no_redact
         json_text = None
+        doc = None  # the JSON report's dict, built once for --json and the other reports
         if args.json or args.format == "json":
             progress.stage("writing the JSON report")
-            json_text = (
-                json.dumps(report.to_json(analysis, redact=redact), indent=2, ensure_ascii=False)
-                + "\n"
-            )
+            doc = report.to_json(analysis, redact=redact)
+            json_text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
         if args.json:
             _write(args.json, json_text or "")
         markdown = None
         if args.markdown or args.format == "markdown":
             progress.stage("writing the Markdown report")
-            markdown = report.render_markdown(analysis, redact=redact)
+            markdown = report.render_markdown(analysis, redact=redact, doc=doc)
         if args.markdown:
             _write(args.markdown, markdown or "")
         if args.html:
             progress.stage("writing the HTML report")
-            _write(args.html, report.render_html(analysis, redact=redact))
+            _write(args.html, report.render_html(analysis, redact=redact, doc=doc))
         if args.quiet:
             stdout = None
         elif args.format == "json":
@@ -414,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             stdout = markdown
         else:
             color = _use_color(args.color, sys.stdout)
-            stdout = note + report.summary_text(analysis, redact=redact, color=color)
+            stdout = note + report.summary_text(analysis, redact=redact, color=color, doc=doc)
     except WsanalyzeError as exc:
         progress.close()
         print(f"wsanalyze: {exc}", file=sys.stderr)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import inspect
 import os
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from array import array
 from itertools import islice
 
 from . import catalogue

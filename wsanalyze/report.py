@@ -15,6 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,9 @@ def _h2_json(h2) -> dict[str, Any] | None:
     }
 
 
+_direction_opcode = attrgetter("direction", "opcode")
+
+
 def _connection_json(a, r: Redactor) -> dict[str, Any]:
     t = a.tcp
     hs = a.handshake
@@ -110,12 +114,14 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         if name in frames[Direction(d).label]:
             frames[Direction(d).label][name] += n
     messages = {d.label: dict.fromkeys(_MESSAGE_KEYS, 0) for d in Direction}
+    for (d, op), n in Counter(map(_direction_opcode, a.messages)).items():
+        name = Opcode.name_of(op)
+        if name in messages[Direction(d).label]:
+            messages[Direction(d).label][name] += n
     close: dict[str, Any] = {d.label: None for d in Direction}
-    for m in a.messages:
-        name = Opcode.name_of(m.opcode)
-        if name in messages[m.direction.label]:
-            messages[m.direction.label][name] += 1
-        if m.opcode == Opcode.CLOSE and close[m.direction.label] is None:
+    close_op = int(Opcode.CLOSE)
+    for m in [m for m in a.messages if m.opcode == close_op]:
+        if close[m.direction.label] is None:
             close[m.direction.label] = {
                 "code": m.close_code,
                 "reason": r.text(m.close_reason.decode("utf-8", "replace"))
@@ -456,7 +462,7 @@ def _summary(analysis, doc: dict[str, Any], theta_ns: int) -> dict[str, Any]:
     }
 
 
-def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
+def sections(analysis, *, redact: bool = True, doc: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report's content as plain values: verdict, captures, pairs (with header
     changes and delay statistics), connections and the finding legend. Markdown,
     HTML and the terminal summary all render this one structure.
@@ -468,8 +474,13 @@ def sections(analysis, *, redact: bool = True) -> dict[str, Any]:
     finding severity, finding count and codes). Each pair gains ``severity`` (its
     worst finding's, None without findings), ``finding_count``, ``finding_codes``
     and ``delay_p95_ms`` (the larger of both directions' p95, None without matched
-    messages)."""
-    doc = to_json(analysis, redact=redact)
+    messages).
+
+    ``doc``, when given, is ``to_json(analysis, redact=redact)`` already built (the
+    command line builds it once for ``--json`` and the summary); its pairs gain the
+    keys above."""
+    if doc is None:
+        doc = to_json(analysis, redact=redact)
     r = Redactor(redact)
     corr = analysis.correlation
     theta_ns = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
@@ -827,12 +838,19 @@ def _summary_at_scale(sec: dict[str, Any], out: Callable[[str], None], max_rows:
     out("  every pair and message: --json FILE, --html FILE, or focus with --port/--connection")
 
 
-def summary_text(analysis, *, redact: bool = True, max_rows: int = 20, color: bool = False) -> str:
+def summary_text(
+    analysis,
+    *,
+    redact: bool = True,
+    max_rows: int = 20,
+    color: bool = False,
+    doc: dict[str, Any] | None = None,
+) -> str:
     """The terminal summary: captures, connections, pairs, header changes, proxy delay,
     findings. Plain text; long lists are cut with a note. ``color`` marks each
     finding's ``[severity]`` with an ANSI colour (error red, warning yellow, info
-    cyan) for a terminal; never use it for a file."""
-    sec = sections(analysis, redact=redact)
+    cyan) for a terminal; never use it for a file. ``doc``: see :func:`sections`."""
+    sec = sections(analysis, redact=redact, doc=doc)
     doc = sec["doc"]
     lines: list[str] = []
     out = lines.append
@@ -895,10 +913,11 @@ def _md(text: Any) -> str:
     return s.replace("[", "\\[").replace("]", "\\]").replace("`", "'")
 
 
-def render_markdown(analysis, *, redact: bool = True) -> str:
+def render_markdown(analysis, *, redact: bool = True, doc: dict[str, Any] | None = None) -> str:
     """The Markdown report: verdict, pairs with header changes and delays,
-    connections, findings legend. Pastes into GitHub, GitLab and Jira tickets."""
-    sec = sections(analysis, redact=redact)
+    connections, findings legend. Pastes into GitHub, GitLab and Jira tickets.
+    ``doc``: see :func:`sections`."""
+    sec = sections(analysis, redact=redact, doc=doc)
     doc = sec["doc"]
     L: list[str] = []
     L.append("# wsanalyze report")
@@ -1107,6 +1126,7 @@ def render_html(
     max_rows: int = 2000,
     scatter_limit: int = 5000,
     max_links: int = 5,
+    doc: dict[str, Any] | None = None,
 ) -> str:
     """One self-contained HTML file (charts embedded as PNG data URIs, no network
     fetch), rendered by jinja2 with autoescaping.
@@ -1120,12 +1140,12 @@ def render_html(
     first) with a note of how many are not shown (the JSON report has them all);
     the delay chart is a scatter plot up to ``scatter_limit`` matched messages, else
     percentile bands over time. Each verdict row links to up to ``max_links`` of
-    the pairs or connections it concerns."""
+    the pairs or connections it concerns. ``doc``: see :func:`sections`."""
     import jinja2
 
     from . import charts, tables
 
-    sec = sections(analysis, redact=redact)
+    sec = sections(analysis, redact=redact, doc=doc)
     doc = sec["doc"]
     corr = analysis.correlation
     theta_ns = corr.clock_offset.estimate_ns if corr and corr.clock_offset else 0
