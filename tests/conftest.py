@@ -172,6 +172,7 @@ def validate_report(doc: dict[str, Any]) -> list[str]:
         "extensions",
         "frames",
         "messages",
+        "messages_not_kept",
         "close",
         "tcp",
         "first_ts",
@@ -227,6 +228,12 @@ def validate_report(doc: dict[str, Any]) -> list[str]:
                     if ck.keys(c[block][d], f"{p}.{block}.{d}", keys):
                         for k in keys:
                             ck.int(c[block][d][k], f"{p}.{block}.{d}.{k}")
+        ck.int(c["messages_not_kept"], p + ".messages_not_kept", 0)
+        if isinstance(c["messages_not_kept"], int) and isinstance(c["messages"], dict):
+            counted = sum(
+                n for v in c["messages"].values() if isinstance(v, dict) for n in v.values()
+            )
+            ck(c["messages_not_kept"] <= counted, p, "more messages not kept than counted")
         if ck.keys(c["close"], p + ".close", DIRS):
             for d in DIRS:
                 cl = c["close"][d]

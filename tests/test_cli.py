@@ -493,8 +493,14 @@ def test_cli_works_without_the_progress_hook(capsys, monkeypatch):
 
     real = api.analyze
 
-    def analyze(client, server=None, *, clock_offset_ms=None, decode_as=()):
-        return real(client, server, clock_offset_ms=clock_offset_ms, decode_as=decode_as)
+    def analyze(client, server=None, *, clock_offset_ms=None, decode_as=(), max_messages=None):
+        return real(
+            client,
+            server,
+            clock_offset_ms=clock_offset_ms,
+            decode_as=decode_as,
+            max_messages=max_messages,
+        )
 
     monkeypatch.setattr(api, "analyze", analyze)
     code, out, _ = run(capsys, "pcap", *capture_paths(OK))

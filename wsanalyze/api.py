@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .correlate import Correlation, correlate, correlate_within
 from .diagnose import diagnose
 from .model import Finding, Severity
-from .pipeline import CaptureAnalysis, analyze_capture
+from .pipeline import MAX_MESSAGES, CaptureAnalysis, analyze_capture
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -297,7 +297,9 @@ class Analysis:
             len(conns),
             sum(1 for conn in conns if conn.websocket),
             n_pairs,
-            sum(len(conn.messages) for conn in conns),
+            sum(
+                len(conn.messages) + sum((conn.messages_not_kept or {}).values()) for conn in conns
+            ),
             len(self.finding_list),
             clock,
         ]
@@ -388,6 +390,7 @@ def analyze(
     strict: bool = False,
     decode_as: Iterable[int] = (),
     progress: Callable[[str, int, int | None], None] | None = None,
+    max_messages: int | None = MAX_MESSAGES,
 ) -> Analysis:
     """Analyse a client-side capture and, optionally, the server-side capture of
     the same proxy.
@@ -406,10 +409,16 @@ def analyze(
     ``handshake_not_captured`` finding.
     ``progress(role, bytes_read, total_bytes)`` is called while each capture is
     read (``role`` "client" or "server"; ``total_bytes`` None when unknown).
+    ``max_messages`` bounds the messages kept per capture (default 1,000,000; 0 or
+    None: no limit); the rest are decoded and counted, not kept, and an
+    ``analysis_messages_not_kept`` finding says so (see
+    :func:`wsanalyze.pipeline.analyze_capture`).
 
     Raises :class:`wsanalyze.errors.CaptureError` for a file that cannot be used
-    and ValueError for a port outside 1-65535.
+    and ValueError for a port outside 1-65535 or a negative ``max_messages``.
     """
+    if max_messages is not None and max_messages < 0:
+        raise ValueError(f"max_messages: not a count (0 for no limit): {max_messages}")
     ports = frozenset(int(p) for p in decode_as)
     bad = sorted(p for p in ports if not 1 <= p <= 65535)
     if bad:
@@ -425,6 +434,7 @@ def analyze(
         keep_payloads=keep_payloads,
         decode_as=ports,
         progress=reporter("client"),
+        max_messages=max_messages,
     )
     findings: list[Finding] = list(c.findings)
     for conn in c.connections:
@@ -439,6 +449,7 @@ def analyze(
             keep_payloads=keep_payloads,
             decode_as=ports,
             progress=reporter("server"),
+            max_messages=max_messages,
         )
         findings.extend(s.findings)
         for conn in s.connections:

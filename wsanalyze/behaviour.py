@@ -237,12 +237,18 @@ def _direction(pair: Pair, d: Direction) -> DirectionBehaviour:
         else:
             gaps_d[k].append((j, m))
 
+    # A leg that reached max_messages kept its messages only up to some point, the
+    # other leg maybe to another: after the last match, a message missing from one
+    # leg may be one that leg did not keep, so nothing there is judged.
+    cut = k if src.messages_not_kept or dst.messages_not_kept else None
     dropped: list[Event] = []
     injected: list[Event] = []
     modified: list[Event] = []
     coalesced: list[Event] = []
     split: list[Event] = []
     for g in sorted(set(gaps_s) | set(gaps_d)):
+        if g == cut:
+            continue
         us, vs = gaps_s.get(g, []), gaps_d.get(g, [])
         a = b = 0
         while a < len(us) and b < len(vs):

@@ -1281,6 +1281,19 @@ _ENTRIES: list[Entry] = [
     ),
     # --- the analysis itself ---
     Entry(
+        "analysis_messages_not_kept",
+        I,
+        "wsanalyze (memory limit)",
+        "The capture held more WebSocket messages than the analysis keeps in detail "
+        "(max_messages, 1,000,000 by default, about 0.3-1 KB of memory each). Every "
+        "message was decoded and counted, and each connection's first close frames per "
+        "direction were kept, but the messages after the limit have no row in the "
+        "messages and frames tables and take no part in matching, proxy delay or "
+        "message behaviour (dropped, injected, modified).",
+        "Raise the limit with --max-messages N (0: no limit; memory grows with it), or "
+        "select the connections of interest with --connection or --port.",
+    ),
+    Entry(
         "internal_error",
         E,
         "wsanalyze",

@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from .errors import WsanalyzeError
+from .pipeline import MAX_MESSAGES
 
 EPILOG = """\
 examples:
@@ -108,6 +109,17 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"not a TCP port (1-65535): {text!r}")
     return port
+
+
+def _count(text: str) -> int:
+    """A count (argparse type): an integer >= 0."""
+    try:
+        n = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"not a count (0 or more): {text!r}")
+    return n
 
 
 def _connection_id(text: str) -> str:
@@ -255,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
         "not in the capture (repeatable; connections whose start was not captured are "
         "recognised by their frames without it)",
     )
+    g.add_argument(
+        "--max-messages",
+        metavar="N",
+        type=_count,
+        default=MAX_MESSAGES,
+        help="keep at most N WebSocket messages per capture in detail (default "
+        f"{MAX_MESSAGES:,}, about 0.3-1 KB of memory each; 0: no limit); later messages "
+        "are decoded and counted but take no part in matching and proxy delay, and an "
+        "analysis_messages_not_kept finding says so",
+    )
 
     g = p.add_argument_group("terminal and exit status")
     g.add_argument(
@@ -374,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             args.server,
             clock_offset_ms=args.clock_offset,
             decode_as=args.decode_as,
+            max_messages=args.max_messages,
             **options,
         )
         filters = _filter_args(args)

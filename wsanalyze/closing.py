@@ -315,6 +315,8 @@ def close_story(conn: ConnectionAnalysis) -> CloseStory:
     last_pk: int | None = None
     activity = [(m.ts_ns, m.last_packet) for m in conn.messages if m.opcode != Opcode.CLOSE]
     activity += [(h.ts_ns, h.packets[-1]) for h in (*conn.requests, *conn.responses)]
+    if getattr(conn, "last_not_kept", None) is not None:  # messages past max_messages
+        activity.append(conn.last_not_kept)
     for ts, pk in activity:
         if limit is not None and ts > limit:
             continue

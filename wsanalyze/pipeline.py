@@ -225,6 +225,26 @@ class FrameColumns:
         return len(self.connection)
 
 
+MAX_MESSAGES = 1_000_000
+"""Default ``max_messages`` of :func:`analyze_capture`: WebSocket messages (and as
+many frame rows) kept per capture. A kept message costs about 0.3-1 KB (the object,
+its digest and preview, its frame rows), so the default bounds them to about 1 GB
+however large the capture."""
+
+
+class _Budget:
+    """How many more messages and frame rows one capture keeps, and what was decoded
+    and counted but not kept (the first packet of the first message not kept)."""
+
+    __slots__ = ("limit", "messages", "frames", "not_kept", "frames_not_kept", "first_packet")
+
+    def __init__(self, max_messages: int | None) -> None:
+        self.limit = max_messages or None
+        self.messages = self.frames = max_messages if max_messages else 1 << 62
+        self.not_kept = self.frames_not_kept = 0
+        self.first_packet: int | None = None
+
+
 @dataclass(slots=True)
 class ByteAccount:
     """Where every byte of one direction went, in bytes: decoded (HTTP heads and
@@ -304,6 +324,13 @@ class ConnectionAnalysis:
     h2_stalls: list[H2Stall] = field(default_factory=list)
     """For an HTTP/2 stream session: the flow-control stalls (RFC 9113 §5.2) of its
     stream, and of the connection window while it was open."""
+    messages_not_kept: dict[tuple[int, int], int] | None = None
+    """Messages decoded and counted but not kept in ``messages`` because the capture
+    reached ``max_messages`` (see :func:`analyze_capture`), per ``(direction,
+    opcode)``; None when every message was kept."""
+    last_not_kept: tuple[int, int] | None = None
+    """``(ts_ns, packet)`` of the last data or ping/pong message not kept before any
+    close frame: the activity that the idle time before the close starts from."""
 
     @property
     def exchange(self) -> tuple[RequestHead | None, ResponseHead | None]:
@@ -362,10 +389,18 @@ class _WsState:
     Shared by a TCP connection after its Upgrade (:class:`_ConnectionSink`) and by
     each RFC 8441 stream of an HTTP/2 connection (:class:`_H2Stream`)."""
 
-    def __init__(self, analysis: ConnectionAnalysis, frames: FrameColumns, keep_payloads: bool):
+    def __init__(
+        self,
+        analysis: ConnectionAnalysis,
+        frames: FrameColumns,
+        keep_payloads: bool,
+        budget: _Budget,
+    ):
         self.a = analysis
         self.frames = frames
         self.keep_payloads = keep_payloads
+        self.budget = budget
+        self.closes_kept = [0, 0]  # close messages kept per direction
         self.ws: list[FrameDecoder | None] = [None, None]
         self.asm: list[MessageAssembler | None] = [None, None]
         self.sub: SubprotocolDecoder | None = None
@@ -408,7 +443,11 @@ class _WsState:
         counts = self.a.frame_counts
         for ev in events:
             if isinstance(ev, Frame):
-                self.frames.append(self.a.id, ev)
+                if self.budget.frames:
+                    self.budget.frames -= 1
+                    self.frames.append(self.a.id, ev)
+                else:
+                    self.budget.frames_not_kept += 1
                 key = (int(d), ev.opcode)
                 counts[key] = counts.get(key, 0) + 1
                 self._assembled(asm.frame(ev))
@@ -424,9 +463,33 @@ class _WsState:
                     out = self._decode_subprotocol(out)
                 if out.opcode == Opcode.PING or out.opcode == Opcode.PONG:
                     self._ping_pong(out)
-                self.a.messages.append(out)
+                if self.budget.messages:
+                    self.budget.messages -= 1
+                    if out.opcode == Opcode.CLOSE:
+                        self.closes_kept[out.direction] += 1
+                    self.a.messages.append(out)
+                elif out.opcode == Opcode.CLOSE and self.closes_kept[out.direction] < 2:
+                    # Beyond the limit the close story still needs the close frames.
+                    self.closes_kept[out.direction] += 1
+                    self.a.messages.append(out)
+                else:
+                    self._not_kept(out)
             else:
                 self.a.findings.append(out)
+
+    def _not_kept(self, msg: Message) -> None:
+        """Count a message the capture's ``max_messages`` leaves out of ``messages``."""
+        budget = self.budget
+        budget.not_kept += 1
+        if budget.first_packet is None:
+            budget.first_packet = msg.first_packet
+        counts = self.a.messages_not_kept
+        if counts is None:
+            counts = self.a.messages_not_kept = {}
+        key = (int(msg.direction), msg.opcode)
+        counts[key] = counts.get(key, 0) + 1
+        if msg.opcode != Opcode.CLOSE and not any(self.closes_kept):
+            self.a.last_not_kept = (msg.ts_ns, msg.last_packet)
 
     def _ping_pong(self, msg: Message) -> None:
         """RFC 6455 §5.5.3: a Pong answering a Ping carries the Ping's application
@@ -488,8 +551,9 @@ class _ConnectionSink(_WsState):
         strict: bool,
         keep_payloads: bool,
         decode_as: frozenset[int] = frozenset(),
+        budget: _Budget | None = None,
     ) -> None:
-        super().__init__(analysis, frames, keep_payloads)
+        super().__init__(analysis, frames, keep_payloads, budget or _Budget(MAX_MESSAGES))
         self.decode_as = decode_as
         self.strict = strict
         self.mode = [_UNKNOWN, _UNKNOWN]
@@ -1260,7 +1324,7 @@ class _H2Stream(_WsState):
             stream_id=ev.stream_id,
             parent=parent.id,
         )
-        super().__init__(a, conn.frames, conn.keep_payloads)
+        super().__init__(a, conn.frames, conn.keep_payloads, conn.budget)
         self.conn = conn
         self.started = False  # WebSocket decoding started (a 2xx answered)
         self.decided = False  # the response said whether it is a WebSocket
@@ -1468,6 +1532,7 @@ def analyze_capture(
     keep_payloads: bool = False,
     decode_as: frozenset[int] = frozenset(),
     progress: Callable[[int, int | None], None] | None = None,
+    max_messages: int | None = MAX_MESSAGES,
 ) -> CaptureAnalysis:
     """Analyse one capture file.
 
@@ -1479,16 +1544,23 @@ def analyze_capture(
     without a captured handshake (like tshark's Decode As).
     ``progress(bytes_read, total_bytes)`` is called every :data:`PROGRESS_EVERY`
     TCP segments (``total_bytes`` None when the size is unknown, e.g. stdin).
+    ``max_messages`` bounds the WebSocket messages kept in ``messages`` (and the
+    rows of ``frames``) over the whole capture, default :data:`MAX_MESSAGES`, 0 or
+    None for no limit. Messages after it are decoded and counted
+    (``ConnectionAnalysis.messages_not_kept``) but not kept, except each connection's
+    first two close messages per direction, and one ``analysis_messages_not_kept``
+    finding says so.
 
     Raises :class:`wsanalyze.errors.CaptureError` when the file cannot be used.
     """
     frames = FrameColumns()
+    budget = _Budget(max_messages)
     analyses: list[ConnectionAnalysis] = []
 
     def on_connection(conn: TcpConnection) -> _ConnectionSink:
         a = ConnectionAnalysis(id=f"{role}-{conn.index}", role=role, tcp=conn)
         analyses.append(a)
-        return _ConnectionSink(a, frames, strict, keep_payloads, decode_as)
+        return _ConnectionSink(a, frames, strict, keep_payloads, decode_as, budget)
 
     reader = open_capture(path)
     with reader:
@@ -1520,6 +1592,8 @@ def analyze_capture(
     listed = [a for a in analyses if a.http]
     findings = [replace(f, capture=role) for f in reader.findings]
     findings.extend(_undecoded_protocols(analyses, role))
+    if budget.not_kept or budget.frames_not_kept:
+        findings.append(_not_kept_finding(budget, len(frames), listed, role))
     return CaptureAnalysis(
         role=role,
         path=str(path),
@@ -1532,6 +1606,25 @@ def analyze_capture(
         other_connections=len(analyses) - len(listed),
         frames=frames,
         findings=findings,
+    )
+
+
+def _not_kept_finding(
+    budget: _Budget, frames_kept: int, listed: list[ConnectionAnalysis], role: str
+) -> Finding:
+    """The one ``analysis_messages_not_kept`` finding of a capture that reached
+    ``max_messages``: how many messages and frames were counted but not kept, from
+    which packet, on which connections."""
+    conns = [a.id for a in listed if a.messages_not_kept]
+    kept = sum(len(a.messages) for a in listed)
+    return catalogue.finding(
+        "analysis_messages_not_kept",
+        f"max_messages={budget.limit}: kept={kept} messages and {frames_kept} frame rows, "
+        f"not_kept={budget.not_kept} messages and {budget.frames_not_kept} frame rows "
+        f"(decoded and counted) from packet {budget.first_packet} on, "
+        f"on {len(conns)} connection(s)",
+        packets=() if budget.first_packet is None else (budget.first_packet,),
+        capture=role,  # capture-wide: connections filtered out were limited too
     )
 
 

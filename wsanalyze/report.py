@@ -114,7 +114,9 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         if name in frames[Direction(d).label]:
             frames[Direction(d).label][name] += n
     messages = {d.label: dict.fromkeys(_MESSAGE_KEYS, 0) for d in Direction}
-    for (d, op), n in Counter(map(_direction_opcode, a.messages)).items():
+    counted = Counter(map(_direction_opcode, a.messages))
+    counted.update(a.messages_not_kept or {})
+    for (d, op), n in counted.items():
         name = Opcode.name_of(op)
         if name in messages[Direction(d).label]:
             messages[Direction(d).label][name] += n
@@ -161,6 +163,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         "extensions": [n for n, _ in hs.extensions] if hs and hs.extensions else None,
         "frames": frames,
         "messages": messages,
+        "messages_not_kept": sum((a.messages_not_kept or {}).values()),
         "close": close,
         "close_story": story_of(a).as_json(ts=iso, text=lambda t: r.text(t) or ""),
         "tcp": {
