@@ -190,10 +190,48 @@ class TestPathologicalInputs:
         (conn,) = report["connections"]
         assert conn["frames"]["server_to_client"]["text"] == 30_000
         assert conn["messages"]["server_to_client"]["text"] == 30_000
+        assert conn["messages_not_kept"] == 0
+
+    def test_tiny_frames_beyond_max_messages(self, tmp_path, capsys):
+        """The kept messages stop at the limit; the counts and the close do not."""
+        path = patho.gen_tiny_frames(tmp_path / "t.pcap", frames=30_000)
+        out = tmp_path / "out.json"
+        args = ["pcap", str(path), "--json", str(out), "-q", "--max-messages", "1000"]
+        assert cli.main(args) == 0
+        report = json.loads(out.read_text())
+        (conn,) = report["connections"]
+        assert conn["messages"]["server_to_client"]["text"] == 30_000
+        assert conn["messages_not_kept"] == 30_000 - 1000
+        assert conn["close"]["client_to_server"]["code"] == 1000
+        assert conn["close_story"]["clean"] is True
+        (f,) = [f for f in report["findings"] if f["code"] == "analysis_messages_not_kept"]
+        assert "not_kept=29000 messages" in f["detail"]
 
     @pytest.mark.parametrize("handshake", [False, True], ids=["syn", "handshake"])
-    def test_many_connections(self, tmp_path, capsys, handshake):
+    def test_many_connections(self, tmp_path, capsys, handshake, monkeypatch):
+        """Empty connections are released (when they end, or beyond max_empty open
+        at once) and still counted."""
+        import wsanalyze.pipeline as pipeline
+
+        real = pipeline.TcpReassembler
+        reassemblers = []
+
+        def reassembler(*args, **kwargs):
+            r = real(*args, max_empty=1000, **kwargs)
+            reassemblers.append(r)
+            return r
+
+        monkeypatch.setattr(pipeline, "TcpReassembler", reassembler)
         path = patho.gen_connections(tmp_path / "c.pcap", connections=5_000, handshake=handshake)
+        capture = pipeline.analyze_capture(path, strict=True)
+        assert capture.connections == [] and capture.other_connections == 5_000
+        (r,) = reassemblers
+        assert r.connections == [] if handshake else len(r.connections) <= 1000
+        codes = [f.code for f in capture.findings]
+        if handshake:  # each ended as it closed: nothing evicted, nothing open
+            assert r.released == 5_000 and r.evicted == 0 and codes == []
+        else:  # never closed: the oldest evicted beyond 1,000 open
+            assert r.evicted >= 4_000 and codes == ["tcp_empty_connections_evicted"]
         rc, got = run(tmp_path, capsys, path=path)
         assert rc == 0 and "internal_error" not in got
 

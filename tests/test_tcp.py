@@ -838,3 +838,91 @@ def test_server_stream_wraps_with_acks(isn):
     h.feed(f.s(0, b"0123456789"), f.c(0, flags=ACK, ack=10), f.s(10, b"abc"))
     h.finish()
     assert h.rec.bytes(S2C) == b"0123456789abc"
+
+
+# --- releasing empty connections (bounded memory) -----------------------------------------
+
+
+class Releasing(Harness):
+    """A harness whose reassembler releases empty connections into ``released``."""
+
+    def __init__(self, **kwargs) -> None:
+        self.released: list[TcpConnection] = []
+        super().__init__(on_release=self.released.append, **kwargs)
+
+
+def _close_both(f: Flow, c_off: int = 0, s_off: int = 0) -> list[Segment]:
+    return [
+        f.c(c_off, flags=FIN | ACK, ack=s_off),
+        f.s(s_off, flags=FIN | ACK, ack=c_off + 1),
+        f.c(c_off + 1, flags=ACK, ack=s_off + 1),  # the last ACK
+    ]
+
+
+def test_an_empty_connection_is_released_when_both_fins_are_delivered():
+    h = Releasing()
+    f = Flow()
+    h.feed(*f.handshake())
+    fin_c, fin_s, last_ack = _close_both(f)
+    h.feed(fin_c)
+    assert h.released == [] and h.r.connections == [h.conn]
+    h.feed(fin_s)
+    (conn,) = h.released
+    assert conn.ended and h.rec.kinds() == ["fin", "fin", "end"]
+    assert h.r.connections == [] and h.r.released == 1
+    h.feed(last_ack, f.c(1, flags=ACK, ack=1))  # trailing packets: no new connection
+    assert len(h.sinks) == 1
+    # port reuse: a SYN on the released 4-tuple is a new connection
+    g = Flow(cisn=777777)
+    h.feed(g.syn(), g.synack(), g.hs_ack(), g.c(0, b"GET"))
+    assert len(h.sinks) == 2 and h.sinks[1].conn.index == 2
+    assert h.sinks[1].bytes(C2S) == b"GET" and h.r.connections == [h.sinks[1].conn]
+    h.finish()
+    assert h.r.released == 1 and h.sinks[1].ended
+
+
+def test_a_reset_empty_connection_is_released():
+    h = Releasing()
+    f = Flow()
+    h.feed(f.syn(), f._seg(False, 0, f.cisn + 1, RST | ACK, b""))  # port closed
+    assert len(h.released) == 1 and h.rec.kinds() == ["rst", "end"]
+
+
+def test_a_connection_that_carried_data_is_not_released():
+    h = Releasing()
+    f = Flow()
+    h.feed(*f.handshake(), f.c(0, b"hello"), *_close_both(f, c_off=5))
+    assert h.released == [] and h.r.connections == [h.conn]
+    assert h.rec.bytes(C2S) == b"hello" and h.rec.kinds().count("fin") == 2
+    h.finish()
+    assert h.rec.ended and h.released == []
+
+
+def test_without_on_release_nothing_is_released():
+    h = Harness()
+    f = Flow()
+    h.feed(*f.handshake(), *_close_both(f))
+    assert h.r.connections == [h.conn] and not h.rec.ended
+    h.finish()
+    assert h.rec.ended
+
+
+def test_too_many_open_empty_connections_evict_the_oldest_and_data_still_decodes():
+    h = Releasing(max_empty=8)
+    flows = [Flow(cport=40000 + i, cisn=1000 * i) for i in range(12)]
+    h.feed(*flows[0].handshake(), flows[0].c(0, b"busy"))  # carries data: never evicted
+    for f in flows[1:]:
+        h.feed(f.syn())
+    # 9 > 8 open: the oldest empty ones go until 6 remain candidates
+    assert h.r.evicted >= 3 and len(h.released) == h.r.evicted
+    assert flows[0].cport not in {c.client.port for c in h.released}
+    assert all(c.ended for c in h.released)
+    evicted = h.released[0]
+    f = flows[evicted.client.port - 40000]
+    # the evicted connection turns out to carry data: a new, mid-stream connection
+    h.feed(f.synack(), f.hs_ack(), f.c(0, b"late data"), f.c(9, b"!"))
+    late = h.sinks[-1]
+    assert late.conn is not evicted and late.conn.client.port == f.cport
+    assert late.bytes(C2S) == b"late data!"
+    h.finish()
+    assert h.sinks[0].bytes(C2S) == b"busy" and h.sinks[0].ended

@@ -283,6 +283,18 @@ _ENTRIES: list[Entry] = [
         "A TCP RST ended the connection.",
         "An RST with no WebSocket close frame before it is an abrupt termination.",
     ),
+    Entry(
+        "tcp_empty_connections_evicted",
+        I,
+        "wsanalyze (memory limit)",
+        "More than 32,768 TCP connections were open at once without having carried a "
+        "payload byte (a SYN flood, a port scan, a pool of idle connections); the oldest "
+        "were ended early to bound memory and are counted with the connections that carry "
+        "no HTTP. One that carries data later is analysed as a connection whose start "
+        "was not captured.",
+        "Look for a SYN flood or a scan at the capture point; filter the capture on the "
+        "proxy's ports (tcpdump 'port 443 or port 8080') to leave them out.",
+    ),
     # --- HTTP/1.x (http1.py) ---
     Entry(
         "http_malformed_head",

@@ -1555,16 +1555,20 @@ def analyze_capture(
     """
     frames = FrameColumns()
     budget = _Budget(max_messages)
-    analyses: list[ConnectionAnalysis] = []
+    by_index: dict[int, ConnectionAnalysis] = {}
 
     def on_connection(conn: TcpConnection) -> _ConnectionSink:
         a = ConnectionAnalysis(id=f"{role}-{conn.index}", role=role, tcp=conn)
-        analyses.append(a)
+        by_index[conn.index] = a
         return _ConnectionSink(a, frames, strict, keep_payloads, decode_as, budget)
+
+    def on_release(conn: TcpConnection) -> None:
+        # Ended without a payload byte: never listed, only counted.
+        by_index.pop(conn.index, None)
 
     reader = open_capture(path)
     with reader:
-        reassembler = TcpReassembler(on_connection)
+        reassembler = TcpReassembler(on_connection, on_release=on_release)
         feed = reassembler.feed
         if progress is None:
             for seg in reader:
@@ -1579,7 +1583,7 @@ def analyze_capture(
         reassembler.finish()
 
     # HTTP/2 stream sessions follow their TCP connection.
-    analyses = [s for a in analyses for s in (a, *a.streams)]
+    analyses = [s for a in by_index.values() for s in (a, *a.streams)]
     for a in analyses:
         if not a.http:
             continue  # counted, not listed: no story to tell
@@ -1592,6 +1596,15 @@ def analyze_capture(
     listed = [a for a in analyses if a.http]
     findings = [replace(f, capture=role) for f in reader.findings]
     findings.extend(_undecoded_protocols(analyses, role))
+    if reassembler.evicted:
+        findings.append(
+            catalogue.finding(
+                "tcp_empty_connections_evicted",
+                f"max_empty={reassembler.max_empty}: {reassembler.evicted} connections "
+                "without a payload byte ended early (counted as not HTTP)",
+                capture=role,
+            )
+        )
     if budget.not_kept or budget.frames_not_kept:
         findings.append(_not_kept_finding(budget, len(frames), listed, role))
     return CaptureAnalysis(
@@ -1603,7 +1616,7 @@ def analyze_capture(
         last_ts_ns=reader.last_ts_ns,
         link_types=tuple(sorted(reader.link_types)),
         connections=listed,
-        other_connections=len(analyses) - len(listed),
+        other_connections=len(analyses) - len(listed) + reassembler.released,
         frames=frames,
         findings=findings,
     )

@@ -422,8 +422,21 @@ class TcpReassembler:
     ``max_findings`` ``tcp_gap`` and ``tcp_overlap_conflict`` findings per
     direction, then one summary each.
 
-    ``connections`` lists every connection, in index order. ``feed`` must not be
-    called after ``finish``.
+    ``connections`` lists every connection not released, in index order. ``feed``
+    must not be called after ``finish``.
+
+    Empty connections are released as soon as they end: a connection that carried
+    no payload byte either way (a SYN scan answered by RST, a health check that
+    connects and closes) is ended (its sink gets ``end``), reported to
+    ``on_release(conn)``, and forgotten once both directions have delivered their
+    FIN or either a RST, so a capture of millions of them needs no memory per
+    connection. Its 4-tuple is remembered (the last ``max_released`` of them) so
+    that its trailing packets (the last ACK, a retransmitted FIN) do not open a new
+    connection; a SYN on it does. When more than ``max_empty`` connections are
+    open without a payload byte yet (a SYN flood, a scan), the oldest of them are
+    ended and released the same way (``evicted`` counts them), but their 4-tuples
+    are not remembered: should one carry data after all, it comes back as a new
+    connection whose start was not captured, and its bytes are decoded.
     """
 
     def __init__(
@@ -434,10 +447,21 @@ class TcpReassembler:
         max_pending_segments: int = 1000,
         recent_window: int = 64 * 1024,
         max_findings: int = 20,
+        on_release: Callable[[TcpConnection], None] | None = None,
+        max_released: int = 65536,
+        max_empty: int = 32768,
     ) -> None:
         self._on_connection = on_connection
+        self._on_release = on_release
         self._flows: dict[tuple, _Half] = {}
-        self.connections: list[TcpConnection] = []
+        self._all: dict[int, TcpConnection] = {}
+        self._count = 0
+        self._released: dict[tuple, None] = {}  # 4-tuples of released connections, FIFO
+        self.max_released = max_released
+        self.released = 0
+        self._empty: dict[int, TcpConnection] = {}  # open, maybe without payload, FIFO
+        self.max_empty = max_empty
+        self.evicted = 0
         self._live: dict[int, TcpConnection] = {}
         self.max_pending_bytes = max_pending_bytes
         self.max_pending_segments = max_pending_segments
@@ -445,6 +469,11 @@ class TcpReassembler:
         self._recent_max = 2 * recent_window
         self.max_findings = max_findings
         self._finished = False
+
+    @property
+    def connections(self) -> list[TcpConnection]:
+        """Every connection not released, in index order."""
+        return list(self._all.values())
 
     # --- the hot path -----------------------------------------------------
 
@@ -487,6 +516,13 @@ class TcpReassembler:
         ts = seg.ts_ns
         pkt = seg.packet
         if h is None:
+            if self._released:
+                key = (seg.src, seg.sport, seg.dst, seg.dport)
+                if key in self._released:
+                    if not flags & SYN:
+                        return  # a released connection's last ACK or a retransmission
+                    del self._released[key]
+                    self._released.pop((seg.dst, seg.dport, seg.src, seg.sport), None)
             h = self._new_connection(seg)
         elif flags & SYN and self._starts_new_connection(h, seq):
             self._close(h.conn)
@@ -569,6 +605,55 @@ class TcpReassembler:
             self._reset(h, ts, pkt)
 
         self._ack_and_refresh(h, seg, flags)
+        if flags & (FIN | RST) and self._on_release is not None:
+            self._release_if_empty(conn)
+
+    def _release_if_empty(self, conn: TcpConnection) -> None:
+        """End and forget ``conn`` if it is over on the wire (both FINs delivered, or
+        a RST) and carried no payload byte either way."""
+        c2s, s2c = conn._halves
+        if (
+            conn.ended
+            or c2s.next_off
+            or s2c.next_off
+            or c2s.gaps
+            or s2c.gaps
+            or c2s.pend
+            or s2c.pend
+            or not (c2s.fin_done and s2c.fin_done or c2s.rst_done or s2c.rst_done)
+        ):
+            return
+        self._forget(conn, remember=True)
+
+    def _forget(self, conn: TcpConnection, *, remember: bool) -> None:
+        """End ``conn``, drop it, and tell ``on_release``; ``remember`` its 4-tuple."""
+        self._close(conn)
+        del self._all[conn.index]
+        self._empty.pop(conn.index, None)
+        if remember:
+            released = self._released
+            for h in conn._halves:
+                released[h.key] = None
+            while len(released) > self.max_released:
+                del released[next(iter(released))]
+        self.released += 1
+        assert self._on_release is not None
+        self._on_release(conn)
+
+    def _evict_empty(self) -> None:
+        """Too many connections open without payload: release the oldest still empty
+        ones until a quarter of ``max_empty`` is free (those that did carry data
+        just leave the list)."""
+        empty = self._empty
+        target = self.max_empty * 3 // 4
+        while len(empty) > target:
+            index = next(iter(empty))
+            conn = empty.pop(index)
+            c2s, s2c = conn._halves
+            if conn.ended or c2s.next_off or s2c.next_off or c2s.pend or s2c.pend:
+                continue
+            self.evicted += 1
+            self._forget(conn, remember=False)
 
     def _ack_and_refresh(self, h: _Half, seg: Segment, flags: int) -> None:
         if flags & ACK and h.peer.waiting:
@@ -589,7 +674,8 @@ class TcpReassembler:
         else:
             mid = True
             client, server = (dst, src) if seg.sport < seg.dport else (src, dst)
-        conn = TcpConnection(len(self.connections) + 1, client, server, seg.ts_ns, seg.packet)
+        self._count += 1
+        conn = TcpConnection(self._count, client, server, seg.ts_ns, seg.packet)
         conn.mid_stream = mid
         c2s, s2c = conn._halves
         if flags & SYN and flags & ACK:
@@ -606,8 +692,12 @@ class TcpReassembler:
                     ts_ns=seg.ts_ns,
                 )
             )
-        self.connections.append(conn)
+        self._all[conn.index] = conn
         self._live[conn.index] = conn
+        if self._on_release is not None:
+            self._empty[conn.index] = conn
+            if len(self._empty) > self.max_empty:
+                self._evict_empty()
         self._flows[c2s.key] = c2s
         self._flows[s2c.key] = s2c
         sink = self._on_connection(conn)
