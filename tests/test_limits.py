@@ -145,3 +145,10 @@ def test_cli_option(tmp_path, capsys):
 def test_api_rejects_a_negative_limit():
     with pytest.raises(ValueError, match="max_messages"):
         analyze(capture_paths(SCENARIO)[0], max_messages=-1)
+
+
+def test_connections_table_counts_every_message(full, cut):
+    cols = ["client_to_server_frames", "server_to_client_frames"]
+    cols += ["client_to_server_messages", "server_to_client_messages"]
+    assert (cut.connections[cols].values == full.connections[cols].values).all()
+    assert len(cut.messages) < len(full.messages) and len(cut.frames) == 2 * 40

@@ -926,3 +926,27 @@ def test_too_many_open_empty_connections_evict_the_oldest_and_data_still_decodes
     assert late.bytes(C2S) == b"late data!"
     h.finish()
     assert h.sinks[0].bytes(C2S) == b"busy" and h.sinks[0].ended
+
+
+def test_a_released_connection_is_freed_without_the_cyclic_collector():
+    """Released connections break their reference cycles: with the collector off,
+    the sink (which refers back to its connection) is freed at once."""
+    import gc
+    import weakref
+
+    refs = []
+
+    def on_connection(conn):
+        rec = Recorder(conn)
+        refs.append(weakref.ref(rec))
+        return rec
+
+    r = TcpReassembler(on_connection, on_release=lambda conn: None)
+    f = Flow()
+    gc.disable()
+    try:
+        for seg in [*f.handshake(), *_close_both(f)]:
+            r.feed(seg)
+        assert r.released == 1 and refs[0]() is None
+    finally:
+        gc.enable()

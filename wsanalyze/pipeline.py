@@ -12,11 +12,13 @@ an ``internal_error`` finding on that connection and the others go on
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
@@ -1567,7 +1569,7 @@ def analyze_capture(
         by_index.pop(conn.index, None)
 
     reader = open_capture(path)
-    with reader:
+    with reader, _fewer_collections():
         reassembler = TcpReassembler(on_connection, on_release=on_release)
         feed = reassembler.feed
         if progress is None:
@@ -1620,6 +1622,22 @@ def analyze_capture(
         frames=frames,
         findings=findings,
     )
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector's youngest generation every 20,000 container
+    allocations instead of 700 while a capture is read (restored after). Reading
+    allocates a few objects per packet and keeps most of them, so the default made
+    it walk the same live objects again and again: 100,000 open connections took
+    about 7 s of CPU instead of about 4.5 s. Released connections break their own
+    reference cycles (tcp.py), so memory does not wait for the collector."""
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 20_000), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def _not_kept_finding(

@@ -274,6 +274,8 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
                 if m.opcode == Opcode.CLOSE and m.direction not in first_close:
                     first_close[m.direction] = m.close_code
                     first_close_ts[m.direction] = m.ts_ns
+            for (d, _op), n in (a.messages_not_kept or {}).items():
+                msgs[d] += n  # counted beyond max_messages
             fins = [(ts, d) for d, ts in enumerate(t.fin_ts_ns) if ts is not None]
             rsts = [d for d, ts in enumerate(t.rst_ts_ns) if ts is not None]
             ends = (t.client, t.server)
@@ -613,8 +615,13 @@ def ladder_table(corr: Correlation | None, pair_id: str, *, max_messages: int = 
 
 DESCRIPTIONS: dict[str, str] = {
     "connections": "One row per TCP connection carrying HTTP/1.x or WebSocket, both captures.",
-    "frames": "One row per WebSocket frame (RFC 6455 §5.2), both captures.",
-    "messages": "One row per WebSocket message (reassembled, RFC 6455 §5.4) or control frame.",
+    "frames": "One row per WebSocket frame (RFC 6455 §5.2), both captures: at most "
+    "max_messages (default 1,000,000) per capture; the frame and message counts of the "
+    "connections table and of the JSON report include the rest.",
+    "messages": "One row per WebSocket message (reassembled, RFC 6455 §5.4) or control frame: "
+    "at most max_messages (default 1,000,000) per capture, plus each connection's close "
+    "frames; beyond that they are counted (`messages_not_kept` in the JSON report) and an "
+    "`analysis_messages_not_kept` finding says from which packet on.",
     "pairs": "One row per pair: a client-side connection and the server-side connection "
     "the proxy opened for it.",
     "header_changes": "One row per header field the proxy added, removed or modified "

@@ -62,6 +62,7 @@ call. Everything else takes the slow path.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from operator import itemgetter
@@ -456,10 +457,12 @@ class TcpReassembler:
         self._flows: dict[tuple, _Half] = {}
         self._all: dict[int, TcpConnection] = {}
         self._count = 0
-        self._released: dict[tuple, None] = {}  # 4-tuples of released connections, FIFO
+        # 4-tuples of released connections, FIFO (OrderedDict: popping the oldest of a
+        # plain dict rescans the deleted entries at its front, quadratic)
+        self._released: OrderedDict[tuple, None] = OrderedDict()
         self.max_released = max_released
         self.released = 0
-        self._empty: dict[int, TcpConnection] = {}  # open, maybe without payload, FIFO
+        self._empty: OrderedDict[int, TcpConnection] = OrderedDict()  # maybe empty, FIFO
         self.max_empty = max_empty
         self.evicted = 0
         self._live: dict[int, TcpConnection] = {}
@@ -635,10 +638,16 @@ class TcpReassembler:
             for h in conn._halves:
                 released[h.key] = None
             while len(released) > self.max_released:
-                del released[next(iter(released))]
+                released.popitem(last=False)
         self.released += 1
         assert self._on_release is not None
         self._on_release(conn)
+        # Break the reference cycles (connection <-> halves <-> sink) so that reference
+        # counting frees the connection now, without waiting for the cyclic collector.
+        conn.sink = None
+        for h in conn._halves:
+            h.conn = h.peer = None  # type: ignore[assignment]
+            h.s_data = h.s_gap = h.s_fin = h.s_rst = None
 
     def _evict_empty(self) -> None:
         """Too many connections open without payload: release the oldest still empty
@@ -647,8 +656,7 @@ class TcpReassembler:
         empty = self._empty
         target = self.max_empty * 3 // 4
         while len(empty) > target:
-            index = next(iter(empty))
-            conn = empty.pop(index)
+            conn = empty.popitem(last=False)[1]
             c2s, s2c = conn._halves
             if conn.ended or c2s.next_off or s2c.next_off or c2s.pend or s2c.pend:
                 continue
