@@ -258,7 +258,9 @@ def test_progress_reports_bytes_read_up_to_the_file_size(tmp_path: Path) -> None
     old = pipeline.PROGRESS_EVERY
     pipeline.PROGRESS_EVERY = 2  # several calls on a small file
     try:
-        a = wsanalyze.analyze(path, path, progress=lambda *x: seen.append(x), strict=True)
+        a = wsanalyze.analyze(
+            path, path, progress=lambda *x: seen.append(x), strict=True, parallel=False
+        )
     finally:
         pipeline.PROGRESS_EVERY = old
     size = path.stat().st_size

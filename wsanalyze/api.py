@@ -12,10 +12,40 @@ from typing import TYPE_CHECKING, Any
 from .correlate import Correlation, correlate, correlate_within
 from .diagnose import diagnose
 from .model import Finding, Severity
-from .pipeline import MAX_MESSAGES, CaptureAnalysis, analyze_capture
+from .parallel import server_job
+from .pipeline import MAX_MESSAGES, CaptureAnalysis, _file_size, analyze_capture
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+class _BothProgress:
+    """Progress of two captures read at once: one ``"client and server"`` report
+    of the summed bytes, each time either side reports (the client side also
+    relays what the server-side process has sent so far)."""
+
+    def __init__(
+        self, progress: Callable[[str, int, int | None], None] | None, *paths: Any
+    ) -> None:
+        self.progress = progress
+        self.job: Any = None
+        self.done = [0, 0]
+        self.total: list[int | None] = [_file_size(p) for p in paths]
+
+    def _report(self, i: int, done: int, total: int | None) -> None:
+        self.done[i] = done
+        self.total[i] = total
+        assert self.progress is not None
+        known = None if None in self.total else sum(t or 0 for t in self.total)
+        self.progress("client and server", sum(self.done), known)
+
+    def client(self, done: int, total: int | None) -> None:
+        self._report(0, done, total)
+        if self.job is not None:
+            self.job.poll()
+
+    def server(self, done: int, total: int | None) -> None:
+        self._report(1, done, total)
 
 
 class Analysis:
@@ -391,6 +421,7 @@ def analyze(
     decode_as: Iterable[int] = (),
     progress: Callable[[str, int, int | None], None] | None = None,
     max_messages: int | None = MAX_MESSAGES,
+    parallel: bool | None = None,
 ) -> Analysis:
     """Analyse a client-side capture and, optionally, the server-side capture of
     the same proxy.
@@ -408,7 +439,13 @@ def analyze(
     :mod:`wsanalyze.detect`); either way such a connection gets one
     ``handshake_not_captured`` finding.
     ``progress(role, bytes_read, total_bytes)`` is called while each capture is
-    read (``role`` "client" or "server"; ``total_bytes`` None when unknown).
+    read (``role`` "client" or "server"; ``total_bytes`` None when unknown), or
+    while both are read at once (``role`` "client and server", the sums).
+    ``parallel``: with two captures, analyse the server capture in a second process
+    while this one reads the client capture (:mod:`wsanalyze.parallel`); None (the
+    default) does so when the ``fork`` start method and a second CPU are available
+    and no other thread runs (not in a Jupyter kernel) and the server capture is not
+    standard input, False never. The result is the same either way.
     ``max_messages`` bounds the messages kept per capture (default 1,000,000; 0 or
     None: no limit); the rest are decoded and counted, not kept, and an
     ``analysis_messages_not_kept`` finding says so (see
@@ -427,30 +464,38 @@ def analyze(
     def reporter(role: str) -> Callable[[int, int | None], None] | None:
         return None if progress is None else (lambda done, total: progress(role, done, total))
 
-    c = analyze_capture(
-        client,
-        "client",
-        strict=strict,
-        keep_payloads=keep_payloads,
-        decode_as=ports,
-        progress=reporter("client"),
-        max_messages=max_messages,
-    )
+    options: dict[str, Any] = {
+        "strict": strict,
+        "keep_payloads": keep_payloads,
+        "decode_as": ports,
+        "max_messages": max_messages,
+    }
+    job = None
+    client_progress = reporter("client")
+    # (a server capture on standard input is read here: a forked child gets none)
+    if server is not None and parallel is not False and str(server) != "-":
+        both = _BothProgress(progress, client, server)
+        job = server_job(server, options, None if progress is None else both.server)
+        if job is not None:
+            both.job = job
+            client_progress = None if progress is None else both.client
+    try:
+        c = analyze_capture(client, "client", progress=client_progress, **options)
+        s = None
+        if server is not None:
+            if job is not None:
+                s = job.result()
+            else:
+                s = analyze_capture(server, "server", progress=reporter("server"), **options)
+    except BaseException:
+        if job is not None:
+            job.cancel()
+        raise
     findings: list[Finding] = list(c.findings)
     for conn in c.connections:
         findings.extend(conn.findings)
-    s = None
     corr = None
-    if server is not None:
-        s = analyze_capture(
-            server,
-            "server",
-            strict=strict,
-            keep_payloads=keep_payloads,
-            decode_as=ports,
-            progress=reporter("server"),
-            max_messages=max_messages,
-        )
+    if s is not None:
         findings.extend(s.findings)
         for conn in s.connections:
             findings.extend(conn.findings)

@@ -1286,6 +1286,8 @@ class H2StreamTransport:
         self._last_packet = [0, 0]
 
     def __getattr__(self, name: str):  # the rest is the TCP connection's
+        if name == "parent" or name.startswith("__"):  # unpickling probes before slots are set
+            raise AttributeError(name)
         return getattr(self.parent, name)
 
     def __repr__(self) -> str:

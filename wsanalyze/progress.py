@@ -63,13 +63,15 @@ class Progress:
 
     def __call__(self, role: str, done: int, total: int | None) -> None:
         """The ``analyze(progress=...)`` callback: ``done`` of ``total`` bytes of
-        the ``role`` capture read (``total`` None when unknown)."""
+        the ``role`` capture read (``total`` None when unknown); a role "client and
+        server" is both captures read at once."""
+        what = "captures" if " and " in role else "capture"
         if total:
             pct = min(100, done * 100 // total)
-            text = f"analysing the {role} capture {pct:3d}% ({_mb(done)} of {_mb(total)})"
+            text = f"analysing the {role} {what} {pct:3d}% ({_mb(done)} of {_mb(total)})"
         else:
             self._spin = (self._spin + 1) % len(_SPINNER)
-            text = f"analysing the {role} capture {_SPINNER[self._spin]} {_mb(done)} read"
+            text = f"analysing the {role} {what} {_SPINNER[self._spin]} {_mb(done)} read"
         self._show(text, force=role != self._role)
         self._role = role
 

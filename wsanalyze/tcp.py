@@ -251,7 +251,7 @@ class TcpConnection:
     ``first_packet``, the handshake times ``syn_ts_ns``, ``synack_ts_ns``,
     ``ack_ts_ns`` (ns, None when not captured), ``findings`` (list of
     :class:`~wsanalyze.model.Finding`, complete once ``ended``), ``ended``
-    (``end`` was called), ``sink``.
+    (``end`` was called), ``sink`` (the connection's StreamSink; None once ``end`` was called).
 
     Per-direction values are tuples indexed by :class:`~wsanalyze.model.Direction`:
     ``isn`` (None if unknown), ``packets`` (segments), ``bytes`` (payload bytes
@@ -642,12 +642,11 @@ class TcpReassembler:
         self.released += 1
         assert self._on_release is not None
         self._on_release(conn)
-        # Break the reference cycles (connection <-> halves <-> sink) so that reference
-        # counting frees the connection now, without waiting for the cyclic collector.
-        conn.sink = None
+        # Break the reference cycles (connection <-> halves; _close dropped the sink)
+        # so that reference counting frees the connection now, without waiting for
+        # the cyclic collector.
         for h in conn._halves:
             h.conn = h.peer = None  # type: ignore[assignment]
-            h.s_data = h.s_gap = h.s_fin = h.s_rst = None
 
     def _evict_empty(self) -> None:
         """Too many connections open without payload: release the oldest still empty
@@ -1035,6 +1034,11 @@ class TcpReassembler:
         self._live.pop(conn.index, None)
         assert conn.sink is not None
         conn.sink.end(conn.last_ts_ns)
+        # Nothing calls the sink after end(): let it go (its decoders, buffers and
+        # zlib contexts), which also leaves the connection plain data (picklable).
+        conn.sink = None
+        for h in conn._halves:
+            h.s_data = h.s_gap = h.s_fin = h.s_rst = None
 
     def finish(self) -> None:
         """End of capture: flush every connection (pending data becomes data after a
