@@ -950,3 +950,14 @@ def test_a_released_connection_is_freed_without_the_cyclic_collector():
         assert r.released == 1 and refs[0]() is None
     finally:
         gc.enable()
+
+
+def test_the_connection_being_opened_is_never_the_one_evicted():
+    h = Releasing(max_empty=1)
+    flows = [Flow(cport=41000 + i) for i in range(3)]
+    for f in flows:
+        h.feed(f.syn())
+    assert h.r.evicted == 2 and [c.client.port for c in h.r.connections] == [41002]
+    f = flows[2]
+    h.feed(f.synack(), f.hs_ack(), f.c(0, b"ok"))
+    assert h.sinks[-1].bytes(C2S) == b"ok"

@@ -251,7 +251,8 @@ class TcpConnection:
     ``first_packet``, the handshake times ``syn_ts_ns``, ``synack_ts_ns``,
     ``ack_ts_ns`` (ns, None when not captured), ``findings`` (list of
     :class:`~wsanalyze.model.Finding`, complete once ``ended``), ``ended``
-    (``end`` was called), ``sink`` (the connection's StreamSink; None once ``end`` was called).
+    (``end`` was called), ``sink`` (the connection's StreamSink; None once ``end``
+    was called).
 
     Per-direction values are tuples indexed by :class:`~wsanalyze.model.Direction`:
     ``isn`` (None if unknown), ``packets`` (segments), ``bytes`` (payload bytes
@@ -653,7 +654,7 @@ class TcpReassembler:
         ones until a quarter of ``max_empty`` is free (those that did carry data
         just leave the list)."""
         empty = self._empty
-        target = self.max_empty * 3 // 4
+        target = max(1, self.max_empty * 3 // 4)  # never the newest, being created
         while len(empty) > target:
             conn = empty.popitem(last=False)[1]
             c2s, s2c = conn._halves
