@@ -13,7 +13,13 @@ from .correlate import Correlation, correlate, correlate_within
 from .diagnose import diagnose
 from .model import Finding, Severity
 from .parallel import server_job
-from .pipeline import MAX_MESSAGES, CaptureAnalysis, _file_size, analyze_capture
+from .pipeline import (
+    MAX_MESSAGES,
+    CaptureAnalysis,
+    _file_size,
+    analyze_capture,
+    fewer_collections,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -495,16 +501,17 @@ def analyze(
     for conn in c.connections:
         findings.extend(conn.findings)
     corr = None
-    if s is not None:
-        findings.extend(s.findings)
-        for conn in s.connections:
-            findings.extend(conn.findings)
-        offset_ns = round(clock_offset_ms * 1e6) if clock_offset_ms is not None else None
-        corr = correlate(c, s, clock_offset_ns=offset_ns)
-        findings.extend(diagnose(corr))
-    else:
-        # One capture may hold both legs (taken on the proxy host with -i any).
-        corr = correlate_within(c)
-        if corr is not None:
-            findings.extend(diagnose(corr, server_capture_given=False))
+    with fewer_collections():
+        if s is not None:
+            findings.extend(s.findings)
+            for conn in s.connections:
+                findings.extend(conn.findings)
+            offset_ns = round(clock_offset_ms * 1e6) if clock_offset_ms is not None else None
+            corr = correlate(c, s, clock_offset_ns=offset_ns)
+            findings.extend(diagnose(corr))
+        else:
+            # One capture may hold both legs (taken on the proxy host with -i any).
+            corr = correlate_within(c)
+            if corr is not None:
+                findings.extend(diagnose(corr, server_capture_given=False))
     return Analysis(c, s, corr, findings)

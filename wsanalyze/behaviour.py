@@ -277,11 +277,8 @@ def _direction(pair: Pair, d: Direction) -> DirectionBehaviour:
         injected += [Event((), (j,), (v.first_packet,), drole) for j, v in vs[b:]]
 
     # Pings sent on the source leg, not forwarded, answered on that leg.
-    pongs = [
-        (j, m)
-        for j, m in enumerate(src.messages)
-        if m.direction == d.reverse and m.opcode == Opcode.PONG
-    ]
+    back, pong = d.reverse, Opcode.PONG  # once, not per message
+    pongs = [(j, m) for j, m in enumerate(src.messages) if m.opcode == pong and m.direction == back]
     src_matched = (
         {m.client_index for m in pair.matches}
         if d == C2S
@@ -486,7 +483,8 @@ def fan_out(
     delivered: dict[int, dict[int, int]] = {}  # pair number → server index → delay
     out: list[FanOut] = []
     for (opcode, digest), lst in copies.items():
-        if len({x[1] for x in lst}) < min_connections:
+        # (most digests are sent once: skip them before building a set)
+        if len(lst) < min_connections or len({x[1] for x in lst}) < min_connections:
             continue
         lst.sort(key=lambda x: (x[0], x[1], x[2]))
         a = 0
