@@ -83,7 +83,7 @@ def load(instrument: bool = False) -> None:
 
 
 def _import() -> None:
-    from wsanalyze import api, http2, report
+    from wsanalyze import api, http2, parallel, report
     from wsanalyze.capture import CaptureReader, open_capture
     from wsanalyze.catalogue import CATALOGUE
     from wsanalyze.deflate import DeflateParams, Inflater, deflate_params
@@ -696,12 +696,20 @@ def t_pipeline(data: bytes):
     path = _tmp_path()
     with open(path, "wb") as f:
         f.write(data)
+    h = hashlib.blake2b(data, digest_size=2).digest()
+    limit = (None, 1, 2, 3, 7)[h[1] % 5]  # max_messages, from the input
     try:
-        ca = W.analyze_capture(path, "client", strict=True)
+        ca = W.analyze_capture(path, "client", strict=True, max_messages=limit)
     except W.CaptureError as exc:
         check("\n" not in str(exc))
         return SIG({"error"})
     sig = set(catalogued(ca.findings))
+    if limit is not None:
+        kept = sum(len(c.messages) for c in ca.connections)
+        check(kept <= limit + 4 * len(ca.connections), "messages kept within max_messages")
+        check(len(ca.frames) <= limit, "frame rows within max_messages")
+        not_kept = sum(sum((c.messages_not_kept or {}).values()) for c in ca.connections)
+        check(not not_kept or "analysis_messages_not_kept" in sig, "a finding when not kept")
     for c in ca.connections:
         sig.update(catalogued(c.findings))
         sig.add(c.protocol)
@@ -714,7 +722,7 @@ def t_pipeline(data: bytes):
             )
         for m in c.messages:
             check(len(m.preview) <= W.PREVIEW_BYTES, "preview bounded")
-    if hashlib.blake2b(data, digest_size=1).digest()[0] < 16:
+    if h[0] < 16:
         # 1 in 16: the whole analysis, the JSON report, the tables, the summary
         a = W.api.analyze(path, strict=True)
         json.dumps(W.report.to_json(a))
@@ -722,6 +730,14 @@ def t_pipeline(data: bytes):
             check(df is not None, f"table {name}")
         a.summary()
         sig.add("analyzed")
+        if h[0] < 2 and W.parallel.parallel_available():
+            # 1 in 128: as both captures, in two processes and in one: the same report
+            at_once = W.api.analyze(path, path, strict=True, parallel=True)
+            one_by_one = W.api.analyze(path, path, strict=True, parallel=False)
+            check(
+                json.dumps(W.report.to_json(at_once)) == json.dumps(W.report.to_json(one_by_one)),
+                "two processes give the same analysis as one",
+            )
     return SIG(sig)
 
 
@@ -810,9 +826,12 @@ def t_tcp(data: bytes):
         recs.append(r)
         return r
 
-    kw = {}
+    kw: dict = {}
     if p0 & 0x10:
         kw = {"max_pending_segments": bound, "max_pending_bytes": bound * 16, "recent_window": 8}
+    released: list = []
+    if p0 & 0x20:  # release empty connections, with small bounds
+        kw.update(on_release=released.append, max_empty=bound, max_released=bound)
     ra = W.TcpReassembler(on_conn, **kw)
     isn = [s.u32(), 2**32 - 1 - s.u8(), s.u16(), 2**31 + s.u8()]
     ts = 1_000_000
@@ -838,7 +857,13 @@ def t_tcp(data: bytes):
         ra.feed(W.Segment(pkt, ts, *src, *dst, seq, ack, fl, 512, payload, len(payload) + extra))
     ra.finish()
     sig = set()
-    check([c.index for c in ra.connections] == list(range(1, len(recs) + 1)), "indices")
+    indices = sorted([c.index for c in ra.connections] + [c.index for c in released])
+    check(indices == list(range(1, len(recs) + 1)), "indices")
+    check(ra.released == len(released), "released counted")
+    gone = {c.index for c in released}
+    for r in recs:
+        if r.conn.index in gone:  # released: it carried nothing, and ended
+            check(r.datab == [0, 0] and r.gapb == [0, 0] and r.ended, "released only when empty")
     for r in recs:
         check(r.ended, "every connection ended")
         codes = catalogued(r.conn.findings)
@@ -859,7 +884,7 @@ def t_tcp(data: bytes):
                         )
         if consistent:
             check("tcp_overlap_conflict" not in codes, "identical copies never conflict")
-    return SIG(sig) | {len(recs) > 1}
+    return SIG(sig) | {len(recs) > 1, ("released", bool(released)), ("evicted", ra.evicted > 0)}
 
 
 def _http_balanced(p) -> None:

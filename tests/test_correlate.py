@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import capture_paths, scenario_names
 from craft import BINARY, TEXT, Msg, nginx_like, shift_pcap, write_legs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import wsanalyze
 from wsanalyze.correlate import (
@@ -374,3 +376,69 @@ def test_header_name_case_changes_are_noted(scenario, respelled, analysis_of):
     """HAProxy lower-cases request header names; nginx and Apache keep them."""
     codes = list(analysis_of(scenario).findings["code"])
     assert ("proxy_header_case_changed" in codes) == respelled
+
+
+# --- match_messages: the one-for-one shortcut and the greedy match agree ------------------
+
+
+def _greedy(client_msgs, server_msgs):
+    """The greedy matching of match_messages, written plainly: per direction, each
+    client message takes the first later server message with its (opcode, digest)."""
+    out = []
+    for d in (0, 1):
+        src = [(i, m) for i, m in enumerate(client_msgs) if m.direction == d]
+        dst = [(j, m) for j, m in enumerate(server_msgs) if m.direction == d]
+        last = -1
+        for i, m in src:
+            for pos in range(last + 1, len(dst)):
+                j, sm = dst[pos]
+                if (sm.opcode, sm.digest) == (m.opcode, m.digest):
+                    out.append((d, i, j))
+                    last = pos
+                    break
+    return sorted(out, key=lambda x: client_msgs[x[1]].ts_ns)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.sampled_from([1, 2]), st.integers(0, 3)), max_size=30),
+    st.booleans(),
+    st.randoms(use_true_random=False),
+)
+def test_match_messages_one_for_one_and_otherwise(keys, forwarded, rnd):
+    """Random message sequences, forwarded one for one (the shortcut) or with
+    messages dropped, injected and swapped (the index): match_messages gives what
+    the plain greedy match gives."""
+    from wsanalyze.correlate import match_messages
+    from wsanalyze.model import Message
+
+    def msg(i, d, op, dg):
+        return Message(
+            direction=Direction(d), opcode=op, frame_count=1, payload_len=dg,
+            digest=bytes([dg]), preview=b"", first_packet=i + 1, last_packet=i + 1,
+            first_ts_ns=1000 * i, ts_ns=1000 * i, offset=i,
+        )  # fmt: skip
+
+    client = [msg(i, *k) for i, k in enumerate(keys)]
+    server_keys = list(keys)
+    if not forwarded and server_keys:
+        for _ in range(3):
+            k = rnd.randrange(len(server_keys))
+            what = rnd.randrange(3)
+            if what == 0:
+                del server_keys[k]
+            elif what == 1:
+                server_keys.insert(k, (rnd.randrange(2), rnd.choice([1, 2]), rnd.randrange(4)))
+            else:
+                j = rnd.randrange(len(server_keys))
+                server_keys[k], server_keys[j] = server_keys[j], server_keys[k]
+            if not server_keys:
+                break
+    server = [msg(i, *k) for i, k in enumerate(server_keys)]
+    got = match_messages(SimpleNamespace(messages=client), SimpleNamespace(messages=server))
+    assert [(int(m.direction), m.client_index, m.server_index) for m in got] == _greedy(
+        client, server
+    )
+    for m in got:
+        assert m.client_ts_ns == client[m.client_index].ts_ns
+        assert m.server_ts_ns == server[m.server_index].ts_ns

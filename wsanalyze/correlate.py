@@ -50,7 +50,15 @@ from urllib.parse import urlsplit
 
 from . import catalogue
 from .handshake import is_extended_connect
-from .model import Direction, Finding, Message, RequestHead, ResponseHead, header_value
+from .model import (
+    Direction,
+    Finding,
+    Message,
+    RequestHead,
+    ResponseHead,
+    fast_constructor,
+    header_value,
+)
 from .pipeline import CaptureAnalysis, ConnectionAnalysis
 from .tcp import f5_client_side
 
@@ -426,6 +434,9 @@ def _timing_from_mode(cf: list[_Features], sf: list[_Features]) -> _Timing | Non
 # --- message matching and clock offset -------------------------------------------
 
 
+_new_match = fast_constructor(MessageMatch)
+
+
 def match_messages(client: ConnectionAnalysis, server: ConnectionAnalysis) -> list[MessageMatch]:
     """Match each message on one leg to its copy on the other, by (opcode, digest)
     in stream order per direction (a proxy does not reorder one direction).
@@ -433,9 +444,18 @@ def match_messages(client: ConnectionAnalysis, server: ConnectionAnalysis) -> li
     Returns the matches sorted by client-leg time.
     """
     out: list[MessageMatch] = []
+    new = _new_match
     for d in (C2S, S2C):
         src = [(i, m) for i, m in enumerate(client.messages) if m.direction == d]
         dst = [(j, m) for j, m in enumerate(server.messages) if m.direction == d]
+        if [(m.opcode, m.digest) for _, m in src] == [(m.opcode, m.digest) for _, m in dst]:
+            # Forwarded one for one (the usual case): the greedy match below pairs
+            # the k-th with the k-th; no index needed.
+            out.extend(
+                new(d, i, j, m.ts_ns, sm.ts_ns, m.opcode, m.payload_len)
+                for (i, m), (j, sm) in zip(src, dst, strict=True)
+            )
+            continue
         index: dict[tuple[int, bytes], deque[tuple[int, int, Message]]] = defaultdict(deque)
         for pos, (j, m) in enumerate(dst):
             index[(m.opcode, m.digest)].append((pos, j, m))
@@ -448,7 +468,7 @@ def match_messages(client: ConnectionAnalysis, server: ConnectionAnalysis) -> li
                 continue
             pos, j, sm = q.popleft()
             last = pos
-            out.append(MessageMatch(d, i, j, m.ts_ns, sm.ts_ns, m.opcode, m.payload_len))
+            out.append(new(d, i, j, m.ts_ns, sm.ts_ns, m.opcode, m.payload_len))
     out.sort(key=lambda x: x.client_ts_ns)
     return out
 
