@@ -333,9 +333,7 @@ class Analysis:
             len(conns),
             sum(1 for conn in conns if conn.websocket),
             n_pairs,
-            sum(
-                len(conn.messages) + sum((conn.messages_not_kept or {}).values()) for conn in conns
-            ),
+            sum(sum(conn.message_counts().values()) for conn in conns),
             len(self.finding_list),
             clock,
         ]

@@ -16,11 +16,12 @@ import gc
 import inspect
 import os
 from array import array
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
+from operator import attrgetter
 
 from . import catalogue
 from .capture import open_capture
@@ -278,6 +279,9 @@ class H2ConnectionInfo:
     stalls: int
 
 
+_direction_opcode = attrgetter("direction", "opcode")
+
+
 @dataclass(slots=True)
 class ConnectionAnalysis:
     """Everything known about one TCP connection of one capture.
@@ -333,6 +337,13 @@ class ConnectionAnalysis:
     last_not_kept: tuple[int, int] | None = None
     """``(ts_ns, packet)`` of the last data or ping/pong message not kept before any
     close frame: the activity that the idle time before the close starts from."""
+
+    def message_counts(self) -> Counter[tuple[int, int]]:
+        """Messages decoded per ``(direction, opcode)``: those in ``messages`` and
+        those counted beyond ``max_messages`` (``messages_not_kept``)."""
+        counts = Counter(map(_direction_opcode, self.messages))
+        counts.update(self.messages_not_kept or {})
+        return counts
 
     @property
     def exchange(self) -> tuple[RequestHead | None, ResponseHead | None]:

@@ -15,7 +15,6 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +100,6 @@ def _h2_json(h2) -> dict[str, Any] | None:
     }
 
 
-_direction_opcode = attrgetter("direction", "opcode")
-
-
 def _connection_json(a, r: Redactor) -> dict[str, Any]:
     t = a.tcp
     hs = a.handshake
@@ -114,9 +110,7 @@ def _connection_json(a, r: Redactor) -> dict[str, Any]:
         if name in frames[Direction(d).label]:
             frames[Direction(d).label][name] += n
     messages = {d.label: dict.fromkeys(_MESSAGE_KEYS, 0) for d in Direction}
-    counted = Counter(map(_direction_opcode, a.messages))
-    counted.update(a.messages_not_kept or {})
-    for (d, op), n in counted.items():
+    for (d, op), n in a.message_counts().items():
         name = Opcode.name_of(op)
         if name in messages[Direction(d).label]:
             messages[Direction(d).label][name] += n

@@ -268,14 +268,13 @@ def connections_table(captures: list[CaptureAnalysis]) -> pd.DataFrame:
             req, resp = a.exchange
             first_close: dict[int, int | None] = {}
             first_close_ts: dict[int, int] = {}
-            msgs = [0, 0]
             for m in a.messages:
-                msgs[m.direction] += 1
                 if m.opcode == Opcode.CLOSE and m.direction not in first_close:
                     first_close[m.direction] = m.close_code
                     first_close_ts[m.direction] = m.ts_ns
-            for (d, _op), n in (a.messages_not_kept or {}).items():
-                msgs[d] += n  # counted beyond max_messages
+            msgs = [0, 0]
+            for (d, _op), n in a.message_counts().items():
+                msgs[d] += n
             fins = [(ts, d) for d, ts in enumerate(t.fin_ts_ns) if ts is not None]
             rsts = [d for d, ts in enumerate(t.rst_ts_ns) if ts is not None]
             ends = (t.client, t.server)

@@ -112,6 +112,13 @@ def _take_f5(conn: TcpConnection, trailer: F5Trailer, seg: Segment) -> None:
         conn.f5_ingress = (Endpoint(seg.src, seg.sport), trailer.ingress)
 
 
+def _carried_nothing(conn: TcpConnection) -> bool:
+    """Not ended, and no payload byte delivered, declared missing (a gap advances
+    ``next_off`` too) or waiting either way."""
+    c2s, s2c = conn._halves
+    return not (conn.ended or c2s.next_off or s2c.next_off or c2s.pend or s2c.pend)
+
+
 def _first_diff(a: bytes, b: bytes) -> int:
     """Index of the first differing byte of two equal-length byte strings."""
     lo, hi = 0, len(a)
@@ -616,18 +623,10 @@ class TcpReassembler:
         """End and forget ``conn`` if it is over on the wire (both FINs delivered, or
         a RST) and carried no payload byte either way."""
         c2s, s2c = conn._halves
-        if (
-            conn.ended
-            or c2s.next_off
-            or s2c.next_off
-            or c2s.gaps
-            or s2c.gaps
-            or c2s.pend
-            or s2c.pend
-            or not (c2s.fin_done and s2c.fin_done or c2s.rst_done or s2c.rst_done)
+        if _carried_nothing(conn) and (
+            c2s.fin_done and s2c.fin_done or c2s.rst_done or s2c.rst_done
         ):
-            return
-        self._forget(conn, remember=True)
+            self._forget(conn, remember=True)
 
     def _forget(self, conn: TcpConnection, *, remember: bool) -> None:
         """End ``conn``, drop it, and tell ``on_release``; ``remember`` its 4-tuple."""
@@ -657,8 +656,7 @@ class TcpReassembler:
         target = max(1, self.max_empty * 3 // 4)  # never the newest, being created
         while len(empty) > target:
             conn = empty.popitem(last=False)[1]
-            c2s, s2c = conn._halves
-            if conn.ended or c2s.next_off or s2c.next_off or c2s.pend or s2c.pend:
+            if not _carried_nothing(conn):
                 continue
             self.evicted += 1
             self._forget(conn, remember=False)
